@@ -1,0 +1,140 @@
+"""De-duplicating Kafka consumer: each event id is applied once, in the same transaction as its effect.
+
+The handler runs inside a DB transaction that first inserts (consumer, event_id) into
+`processed_events`; a redelivered event hits the primary key and is skipped. Offsets are committed
+to Kafka only after the DB transaction commits, so a crash re-delivers (at least once) and the
+de-duplication makes the effect exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+import psycopg
+from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from psycopg_pool import AsyncConnectionPool
+
+from meshkit import metrics
+from meshkit.tracing import extract_context
+
+log = logging.getLogger("meshkit.consumer")
+
+Handler = Callable[[psycopg.AsyncConnection, ConsumerRecord], Awaitable[None]]
+
+
+def event_id_of(record: ConsumerRecord) -> uuid.UUID | None:
+    for key, value in record.headers or []:
+        if key == "event-id" and value:
+            try:
+                return uuid.UUID(value.decode())
+            except ValueError:
+                return None
+    return None
+
+
+class DedupConsumer:
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        topics: list[str],
+        group_id: str,
+        pool: AsyncConnectionPool,
+        handler: Handler,
+        consumer_name: str | None = None,
+        auto_offset_reset: str = "earliest",
+    ) -> None:
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self._group = group_id
+        self._pool = pool
+        self._handler = handler
+        self._name = consumer_name or group_id
+        self._reset = auto_offset_reset
+        self._consumer: KafkaConsumer | None = None
+        self._tracer = trace.get_tracer("meshkit.consumer")
+
+    def _build(self) -> KafkaConsumer:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap.split(","),
+            group_id=self._group,
+            enable_auto_commit=False,
+            auto_offset_reset=self._reset,
+            max_poll_records=200,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=3000,
+            request_timeout_ms=30500,
+        )
+        consumer.subscribe(self._topics)
+        return consumer
+
+    async def run(self) -> None:
+        try:
+            while True:
+                if self._consumer is None:
+                    self._consumer = await asyncio.to_thread(self._build)
+                batches = await asyncio.to_thread(self._consumer.poll, 500)
+                for _tp, records in batches.items():
+                    for record in records:
+                        await self._apply(record)
+                if batches:
+                    await asyncio.to_thread(self._consumer.commit)
+                    await asyncio.to_thread(self._report_lag)
+        finally:
+            consumer, self._consumer = self._consumer, None
+            if consumer is not None:
+                await asyncio.to_thread(consumer.close)
+
+    async def _apply(self, record: ConsumerRecord) -> None:
+        event_id = event_id_of(record)
+        if event_id is None:
+            log.warning("event without event-id header skipped", extra={"topic": record.topic})
+            return
+        token = otel_context.attach(extract_context(record.headers))
+        try:
+            with self._tracer.start_as_current_span(
+                f"consume {record.topic}",
+                kind=trace.SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": record.topic,
+                    "messaging.consumer.group.name": self._group,
+                },
+            ):
+                async with self._pool.connection() as conn, conn.transaction():
+                    cur = await conn.execute(
+                        "INSERT INTO processed_events (consumer, event_id) VALUES (%s, %s)"
+                        " ON CONFLICT DO NOTHING RETURNING event_id",
+                        (self._name, event_id),
+                    )
+                    if await cur.fetchone() is None:
+                        metrics.kafka_events_consumed_total.labels(self._group, "duplicate").inc()
+                        return
+                    await self._handler(conn, record)
+                metrics.kafka_events_consumed_total.labels(self._group, "applied").inc()
+        finally:
+            otel_context.detach(token)
+
+    def _report_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return
+        ends = consumer.end_offsets(assigned)
+        per_topic: dict[str, int] = {}
+        for tp in assigned:
+            position = consumer.position(tp)
+            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends.get(tp, position) - position)
+        for topic, lag in per_topic.items():
+            metrics.kafka_consumer_lag.labels(self._group, topic).set(lag)
+
+
+__all__ = ["DedupConsumer", "TopicPartition", "event_id_of"]

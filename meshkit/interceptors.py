@@ -1,0 +1,125 @@
+"""The one server interceptor: request id, internal-token auth and access, error mapping, RED metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from meshkit import metrics
+from meshkit.auth import INTERNAL_TOKEN_HEADER, InternalTokenError, verify_internal_token
+from meshkit.context import Principal, new_request_id, principal_var, request_id_var
+from meshkit.db import CONNECTION_ERRORS
+from meshkit.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable, to_status
+
+log = logging.getLogger("meshkit.rpc")
+
+REQUEST_ID_HEADER = "x-request-id"
+UNGUARDED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
+
+# (method full name "/pkg.Service/Method", principal) -> None when allowed, or raises DomainError
+AccessCheck = Callable[[str, Principal], None]
+
+
+class _TokenCache:
+    """Verified tokens by value until they expire: one HMAC check per token, not per call."""
+
+    def __init__(self, secret: str, max_entries: int = 10_000) -> None:
+        self._secret = secret
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._max = max_entries
+
+    def principal(self, token: str) -> Principal:
+        now = time.monotonic()
+        hit = self._entries.get(token)
+        if hit and hit[1] > now:
+            return hit[0]
+        principal = verify_internal_token(self._secret, token)
+        if len(self._entries) >= self._max:
+            self._entries.clear()
+        # re-verify every 20 s at most; tokens themselves live about a minute
+        self._entries[token] = (principal, now + 20)
+        return principal
+
+
+class MeshServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, *, internal_token_secret: str, access_check: AccessCheck | None = None) -> None:
+        self._tokens = _TokenCache(internal_token_secret)
+        self._access_check = access_check
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or handler.unary_unary is None or method.startswith(UNGUARDED_PREFIXES):
+            return handler
+        _, service, name = method.split("/")
+        inner = handler.unary_unary
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            metadata = context.invocation_metadata() or ()
+            token = ""
+            request_id = ""
+            for key, value in metadata:
+                if key == INTERNAL_TOKEN_HEADER:
+                    token = value
+                elif key == REQUEST_ID_HEADER:
+                    request_id = value[:128]
+            request_id_var.set(request_id or new_request_id())
+            try:
+                principal = self._authenticate(token)
+                principal_var.set(principal)
+                if self._access_check is not None:
+                    self._access_check(method, principal)
+                return await inner(request, context)
+            except DomainError as error:
+                code = error.code
+                if code == grpc.StatusCode.INTERNAL:
+                    log.error("rpc failed", extra={"method": method, "reason": error.reason})
+                await context.abort_with_status(to_status(error))
+            except CONNECTION_ERRORS as exc:
+                code = grpc.StatusCode.UNAVAILABLE
+                await context.abort_with_status(
+                    to_status(Unavailable(f"database unavailable: {exc!s}"[:200]))
+                )
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                code = context.code() or grpc.StatusCode.CANCELLED
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error", extra={"method": method})
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                metrics.grpc_server_handled_total.labels(service, name, code.name).inc()
+                metrics.grpc_server_handling_seconds.labels(service, name).observe(
+                    time.perf_counter() - started
+                )
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _authenticate(self, token: str) -> Principal:
+        if not token:
+            raise Unauthenticated("missing internal token", reason="MISSING_CREDENTIALS")
+        try:
+            return self._tokens.principal(token)
+        except InternalTokenError as exc:
+            raise Unauthenticated(f"invalid internal token: {exc}", reason="INVALID_CREDENTIALS") from exc
+
+
+def require_admin(principal: Principal | None) -> Principal:
+    if principal is None or not principal.is_admin:
+        raise PermissionDenied("admin role required", reason="ADMIN_REQUIRED")
+    return principal

@@ -1,0 +1,225 @@
+"""Transactional outbox: events leave a transaction only through this table.
+
+Writer: `add_event(conn, ...)` inserts the serialized protobuf event in the caller's transaction, so
+an event exists if and only if its change committed.
+
+Relay: one active relay per service (all replicas and worker processes run the loop, but only the
+holder of a session-level PostgreSQL advisory lock publishes). It reads unsent rows in id order,
+sends them with the Kafka key (per-product / per-order keys keep per-key order on one partition),
+waits for every ack, then marks the rows sent. A crash between ack and mark re-sends the batch:
+delivery is at least once, and consumers drop duplicates by event id. If Kafka is down, rows simply
+wait; the service keeps accepting writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from kafka import KafkaProducer
+from psycopg_pool import AsyncConnectionPool
+
+from meshkit import metrics
+from meshkit.context import request_id_var
+from meshkit.tracing import inject_headers
+
+log = logging.getLogger("meshkit.outbox")
+
+
+async def add_event(
+    conn: psycopg.AsyncConnection,
+    *,
+    topic: str,
+    key: str,
+    event_type: str,
+    payload: bytes,
+    event_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Record an event in the current transaction. Returns its id (also sent as header `event-id`)."""
+    event_id = event_id or uuid.uuid4()
+    headers = {"event-id": str(event_id), "event-type": event_type, **inject_headers()}
+    request_id = request_id_var.get()
+    if request_id:
+        headers["request-id"] = request_id
+    await conn.execute(
+        "INSERT INTO outbox (event_id, topic, key, event_type, payload, headers)"
+        " VALUES (%s, %s, %s, %s, %s, %s)",
+        (event_id, topic, key, event_type, payload, json.dumps(headers)),
+    )
+    return event_id
+
+
+def advisory_key(name: str) -> int:
+    """A stable 64-bit advisory lock key for a job name (e.g. 'outbox-relay:inventory')."""
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+
+
+class LeaderLease:
+    """Leadership by a session-level advisory lock held on a dedicated connection.
+
+    Losing the connection (crash, network, DB restart) releases the lock, so another instance takes
+    over within one poll interval.
+    """
+
+    def __init__(self, database_url: str, name: str) -> None:
+        self._url = database_url
+        self._key = advisory_key(name)
+        self.name = name
+        self._conn: psycopg.AsyncConnection | None = None
+
+    async def acquire(self) -> bool:
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=3
+                )
+            cur = await self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,))
+            row = await cur.fetchone()
+            return bool(row and row[0])
+        except psycopg.Error:
+            await self.release()
+            return False
+
+    async def still_held(self) -> bool:
+        if self._conn is None or self._conn.closed:
+            return False
+        try:
+            await self._conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            await self.release()
+            return False
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            try:
+                await self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool,
+        database_url: str,
+        service: str,
+        producer_factory: Callable[[], KafkaProducer],
+        batch_size: int = 500,
+        poll_seconds: float = 0.2,
+    ) -> None:
+        self._pool = pool
+        self._service = service
+        self._lease = LeaderLease(database_url, f"outbox-relay:{service}")
+        self._producer_factory = producer_factory
+        self._producer: KafkaProducer | None = None
+        self._batch_size = batch_size
+        self._poll = poll_seconds
+        self.wakeup = asyncio.Event()
+
+    async def run(self) -> None:
+        """Forever: become leader if possible, publish batches, back off on Kafka failures."""
+        backoff = self._poll
+        try:
+            while True:
+                is_leader = await self._lease.still_held() or await self._lease.acquire()
+                metrics.outbox_relay_leader.labels(self._service).set(1 if is_leader else 0)
+                if not is_leader:
+                    await asyncio.sleep(1.0)
+                    continue
+                try:
+                    sent = await self.publish_batch()
+                    backoff = self._poll
+                except Exception as exc:  # Kafka or DB trouble: keep rows, retry with backoff
+                    metrics.outbox_publish_failures_total.labels(self._service).inc()
+                    log.warning(
+                        "outbox publish failed", extra={"error": repr(exc)[:300], "service": self._service}
+                    )
+                    await self._drop_producer()
+                    backoff = min(backoff * 2, 5.0)
+                    await asyncio.sleep(backoff)
+                    continue
+                if sent < self._batch_size:
+                    await self._update_backlog_metrics()
+                    try:
+                        await asyncio.wait_for(self.wakeup.wait(), timeout=self._poll)
+                    except TimeoutError:
+                        pass
+                    self.wakeup.clear()
+        finally:
+            await self._drop_producer()
+            await self._lease.release()
+            metrics.outbox_relay_leader.labels(self._service).set(0)
+
+    async def publish_batch(self) -> int:
+        """Publish one batch of unsent rows in id order; returns how many were sent."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, event_id, topic, key, payload, headers FROM outbox"
+                " WHERE sent_at IS NULL ORDER BY id LIMIT %s",
+                (self._batch_size,),
+            )
+            rows = await cur.fetchall()
+        if not rows:
+            return 0
+        producer = await self._get_producer()
+        await asyncio.to_thread(_send_all, producer, rows)
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", ([r["id"] for r in rows],)
+            )
+        for row in rows:
+            metrics.outbox_published_total.labels(self._service, row["topic"]).inc()
+        return len(rows)
+
+    async def _update_backlog_metrics(self) -> None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                "SELECT count(*) AS n, coalesce(extract(epoch FROM now() - min(created_at)), 0) AS age"
+                " FROM outbox WHERE sent_at IS NULL"
+            )
+            row = await cur.fetchone()
+        metrics.outbox_backlog.labels(self._service).set(row["n"])
+        metrics.outbox_oldest_age_seconds.labels(self._service).set(float(row["age"]))
+
+    async def _get_producer(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = await asyncio.to_thread(self._producer_factory)
+        return self._producer
+
+    async def _drop_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await asyncio.to_thread(producer.close, 2)
+
+
+def _send_all(producer: KafkaProducer, rows: list[dict[str, Any]]) -> None:
+    futures = []
+    for row in rows:
+        headers = [(k, str(v).encode()) for k, v in row["headers"].items()]
+        futures.append(
+            producer.send(row["topic"], key=row["key"].encode(), value=bytes(row["payload"]), headers=headers)
+        )
+    producer.flush(timeout=10)
+    deadline = time.monotonic() + 10
+    for future in futures:
+        future.get(timeout=max(0.1, deadline - time.monotonic()))
+
+
+async def outbox_status(pool: AsyncConnectionPool) -> dict[str, Any]:
+    """Backlog summary for `shopctl outbox status`."""
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FILTER (WHERE sent_at IS NULL) AS unsent, count(*) AS total,"
+            " min(created_at) FILTER (WHERE sent_at IS NULL) AS oldest_unsent FROM outbox"
+        )
+        return dict(await cur.fetchone())
