@@ -84,6 +84,20 @@ REQUIRED_REASONS = {
     "RESERVATION_EXPIRED",
     "PAYMENT_DECLINED",
     "CART_EMPTY",
+    # meshkit's internal-token interceptor
+    "MISSING_CREDENTIALS",
+    "INVALID_CREDENTIALS",
+    "ADMIN_REQUIRED",
+    # meshkit.errors defaults (the gRPC code name)
+    "INVALID_ARGUMENT",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "UNAUTHENTICATED",
+    "PERMISSION_DENIED",
+    "UNAVAILABLE",
+    "RESOURCE_EXHAUSTED",
 }
 
 HTTP_VERBS = ("get", "put", "post", "delete", "patch")

@@ -34,9 +34,10 @@ class InventoryServiceStub:
     Ids: product and warehouse ids are int64 (product ids are catalog's); reservation ids are UUID
     strings; order ids are order_svc's UUID strings; owners are user ids (the JWT `sub`).
 
-    Errors (ErrorInfo reasons, see shop/common/v1/errors.proto): INVALID_FIELD, WAREHOUSE_NOT_FOUND,
-    PRODUCT_NOT_FOUND (a product inventory holds no stock row for), INSUFFICIENT_STOCK,
-    RESERVATION_NOT_FOUND, RESERVATION_EXPIRED, STOCK_BELOW_RESERVED. A rejected call changes nothing.
+    Errors (ErrorInfo reasons, see shop/common/v1/errors.proto): INVALID_ARGUMENT,
+    WAREHOUSE_NOT_FOUND, PRODUCT_NOT_FOUND (a product inventory holds no stock row for),
+    INSUFFICIENT_STOCK, RESERVATION_NOT_FOUND, RESERVATION_EXPIRED, STOCK_BELOW_RESERVED.
+    A rejected call changes nothing.
     """
 
     def __init__(self, channel):
@@ -116,9 +117,10 @@ class InventoryServiceServicer:
     Ids: product and warehouse ids are int64 (product ids are catalog's); reservation ids are UUID
     strings; order ids are order_svc's UUID strings; owners are user ids (the JWT `sub`).
 
-    Errors (ErrorInfo reasons, see shop/common/v1/errors.proto): INVALID_FIELD, WAREHOUSE_NOT_FOUND,
-    PRODUCT_NOT_FOUND (a product inventory holds no stock row for), INSUFFICIENT_STOCK,
-    RESERVATION_NOT_FOUND, RESERVATION_EXPIRED, STOCK_BELOW_RESERVED. A rejected call changes nothing.
+    Errors (ErrorInfo reasons, see shop/common/v1/errors.proto): INVALID_ARGUMENT,
+    WAREHOUSE_NOT_FOUND, PRODUCT_NOT_FOUND (a product inventory holds no stock row for),
+    INSUFFICIENT_STOCK, RESERVATION_NOT_FOUND, RESERVATION_EXPIRED, STOCK_BELOW_RESERVED.
+    A rejected call changes nothing.
     """
 
     def GetStock(self, request, context):
@@ -301,9 +303,10 @@ class InventoryService:
     Ids: product and warehouse ids are int64 (product ids are catalog's); reservation ids are UUID
     strings; order ids are order_svc's UUID strings; owners are user ids (the JWT `sub`).
 
-    Errors (ErrorInfo reasons, see shop/common/v1/errors.proto): INVALID_FIELD, WAREHOUSE_NOT_FOUND,
-    PRODUCT_NOT_FOUND (a product inventory holds no stock row for), INSUFFICIENT_STOCK,
-    RESERVATION_NOT_FOUND, RESERVATION_EXPIRED, STOCK_BELOW_RESERVED. A rejected call changes nothing.
+    Errors (ErrorInfo reasons, see shop/common/v1/errors.proto): INVALID_ARGUMENT,
+    WAREHOUSE_NOT_FOUND, PRODUCT_NOT_FOUND (a product inventory holds no stock row for),
+    INSUFFICIENT_STOCK, RESERVATION_NOT_FOUND, RESERVATION_EXPIRED, STOCK_BELOW_RESERVED.
+    A rejected call changes nothing.
     """
 
     @staticmethod
