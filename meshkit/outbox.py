@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from google.protobuf import descriptor_pool, json_format, message_factory
 from kafka import KafkaProducer
 from psycopg_pool import AsyncConnectionPool
 
@@ -164,7 +165,7 @@ class OutboxRelay:
         """Publish one batch of unsent rows in id order; returns how many were sent."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT id, event_id, topic, key, payload, headers FROM outbox"
+                "SELECT id, event_id, topic, key, payload, payload_json, message_type, headers FROM outbox"
                 " WHERE sent_at IS NULL ORDER BY id LIMIT %s",
                 (self._batch_size,),
             )
@@ -202,12 +203,21 @@ class OutboxRelay:
             await asyncio.to_thread(producer.close, 2)
 
 
+def _payload_bytes(row: dict[str, Any]) -> bytes:
+    if row["payload"] is not None:
+        return bytes(row["payload"])
+    descriptor = descriptor_pool.Default().FindMessageTypeByName(row["message_type"])
+    message = message_factory.GetMessageClass(descriptor)()
+    json_format.ParseDict(row["payload_json"], message)
+    return message.SerializeToString()
+
+
 def _send_all(producer: KafkaProducer, rows: list[dict[str, Any]]) -> None:
     futures = []
     for row in rows:
         headers = [(k, str(v).encode()) for k, v in row["headers"].items()]
         futures.append(
-            producer.send(row["topic"], key=row["key"].encode(), value=bytes(row["payload"]), headers=headers)
+            producer.send(row["topic"], key=row["key"].encode(), value=_payload_bytes(row), headers=headers)
         )
     producer.flush(timeout=10)
     deadline = time.monotonic() + 10

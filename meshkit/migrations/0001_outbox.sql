@@ -8,10 +8,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     topic         TEXT        NOT NULL,
     key           TEXT        NOT NULL,
     event_type    TEXT        NOT NULL,
-    payload       BYTEA       NOT NULL,
+    -- either serialized protobuf, or proto3 JSON of `message_type` (written by SQL functions on hot
+    -- paths, so the whole transaction is one statement); the relay serializes JSON to protobuf.
+    payload       BYTEA,
+    payload_json  JSONB,
+    message_type  TEXT,
     headers       JSONB       NOT NULL DEFAULT '{}'::jsonb,
     created_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
-    sent_at       TIMESTAMPTZ
+    sent_at       TIMESTAMPTZ,
+    CHECK (payload IS NOT NULL OR (payload_json IS NOT NULL AND message_type IS NOT NULL))
 );
 CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (id) WHERE sent_at IS NULL;
 
