@@ -1,0 +1,18 @@
+"""shopctl: the operator CLI. Jobs run the same code the services run on schedule.
+
+Each area registers its own sub-app here; exit codes: 0 ok, 1 the job found a problem, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Shopmesh operator CLI.", pretty_exceptions_enable=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
