@@ -1,0 +1,118 @@
+"""What every local server has: folders, a pid, a health check, start and stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from infra.procs import InfraError, RunAs, is_running, log_tail, port_open, stop_pid, wait_for
+from infra.settings import InfraSettings
+
+
+class Server(ABC):
+    """One server process. Subclasses say how to prepare, launch, probe and stop it."""
+
+    name: str = ""
+    # a string that must appear in the process's command line for a pid to count as this server
+    marker: str = ""
+
+    def __init__(self, settings: InfraSettings, run_as: RunAs) -> None:
+        self.settings = settings
+        self.run_as = run_as
+        self.home = settings.data_dir / self.name
+
+    @property
+    @abstractmethod
+    def port(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def log_path(self) -> Path: ...
+
+    @abstractmethod
+    def pid(self) -> int | None: ...
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Fetch, unpack and initialise whatever is missing; idempotent, starts nothing."""
+
+    @abstractmethod
+    def launch(self) -> None:
+        """Spawn the server and return without waiting for it to be ready."""
+
+    @abstractmethod
+    def probe(self) -> None:
+        """Raise if the server does not answer a real request right now (short timeouts)."""
+
+    def after_ready(self) -> None:
+        """Checks and set-up that need the running server (databases, templates); none by default."""
+        return None
+
+    def running(self) -> bool:
+        return is_running(self.pid(), self.marker)
+
+    def healthy(self) -> bool:
+        try:
+            self.probe()
+        except Exception:
+            return False
+        return True
+
+    def start(self) -> bool:
+        """Make sure the server runs and answers. Returns True when this call launched it."""
+        self.prepare()
+        launched = False
+        if not self.running():
+            if port_open(self.port):
+                raise InfraError(
+                    f"{self.name}: port {self.port} is taken by a process that is not this project's "
+                    f"{self.name} (no live pid under {self.home}); stop it or change the port setting"
+                )
+            started_at = time.monotonic()
+            self.launch()
+            launched = True
+        else:
+            started_at = time.monotonic()
+        self._wait_ready(launched=launched)
+        self.after_ready()
+        if launched:
+            print(
+                f"infra: {self.name} ready on 127.0.0.1:{self.port} in {time.monotonic() - started_at:.1f}s"
+            )
+        return launched
+
+    def _wait_ready(self, *, launched: bool) -> None:
+        deadline = time.monotonic() + self.settings.infra_ready_timeout_seconds
+        last_error: Exception | None = None
+        grace_until = time.monotonic() + 5  # daemonizing launchers may write their pidfile a moment later
+        while time.monotonic() < deadline:
+            try:
+                self.probe()
+                return
+            except Exception as exc:
+                last_error = exc
+            if launched and time.monotonic() > grace_until and not self.running():
+                raise InfraError(
+                    f"{self.name} exited during start-up; last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            time.sleep(0.5)
+        raise InfraError(
+            f"{self.name} did not answer within {self.settings.infra_ready_timeout_seconds:.0f}s "
+            f"(last error: {last_error}); last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+        )
+
+    def stop(self) -> bool:
+        """Stop the server if it runs. Returns True when it was running."""
+        pid = self.pid()
+        if not is_running(pid, self.marker):
+            return False
+        assert pid is not None
+        stop_pid(pid, self.marker, name=self.name, timeout=self.settings.infra_stop_timeout_seconds)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it when this process spawned it
+        if not wait_for(lambda: not port_open(self.port), timeout=10):
+            raise InfraError(f"{self.name}: port {self.port} still open after its process {pid} stopped")
+        return True
