@@ -33,9 +33,12 @@ SERVICE_CONFIG = {
 
 
 class _CallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
-    def __init__(self, token_provider: Callable[[], str], default_timeout: float) -> None:
+    def __init__(
+        self, token_provider: Callable[[], str], default_timeout: float, wait_for_ready: bool
+    ) -> None:
         self._token = token_provider
         self._timeout = default_timeout
+        self._wait_for_ready = wait_for_ready
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
         metadata = list(client_call_details.metadata or [])
@@ -49,21 +52,32 @@ class _CallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             timeout=client_call_details.timeout if client_call_details.timeout is not None else self._timeout,
             metadata=metadata,
             credentials=client_call_details.credentials,
-            wait_for_ready=client_call_details.wait_for_ready,
+            wait_for_ready=client_call_details.wait_for_ready or self._wait_for_ready,
         )
         return await continuation(details, request)
 
 
 def open_channel(
-    address: str, *, token_provider: Callable[[], str], default_timeout: float
+    address: str,
+    *,
+    token_provider: Callable[[], str],
+    default_timeout: float,
+    wait_for_ready: bool = False,
 ) -> grpc.aio.Channel:
-    """A long-lived insecure channel (inside the mesh) with the defaults above."""
+    """A long-lived insecure channel (inside the mesh) with the defaults above.
+
+    Reconnect backoff is kept short (100 ms .. 2 s) so a restarted peer is reachable again quickly;
+    `wait_for_ready` makes calls wait for a connection (up to their deadline) instead of failing fast.
+    """
     return grpc.aio.insecure_channel(
         address,
-        interceptors=[_CallInterceptor(token_provider, default_timeout)],
+        interceptors=[_CallInterceptor(token_provider, default_timeout, wait_for_ready)],
         options=[
             ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
             ("grpc.enable_retries", 1),
             ("grpc.keepalive_time_ms", 30000),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
         ],
     )

@@ -112,6 +112,7 @@ class Mesh:
             **{ADDR_ENV[name]: f"127.0.0.1:{port}" for name, port in self.ports.items()},
         }
         self.procs: dict[str, ServiceProcess] = {}
+        self._channels: dict[tuple[str, str, tuple[str, ...]], grpc.aio.Channel] = {}
 
     @property
     def gateway_url(self) -> str:
@@ -191,11 +192,20 @@ class Mesh:
         return await self.start(name, extra_env)
 
     def channel(self, name: str, subject: str = "test-user", roles: tuple[str, ...] = ()) -> grpc.aio.Channel:
-        """A channel to a service whose calls carry an internal token for (subject, roles)."""
-        minter = TokenMinter(self.internal_secret, Principal(subject, roles))
-        return open_channel(self.addr(name), token_provider=minter.token, default_timeout=10.0)
+        """A channel to a service whose calls carry an internal token for (subject, roles).
+
+        Channels are cached (and so kept alive: a garbage-collected aio channel closes mid-call)."""
+        key = (name, subject, tuple(roles))
+        if key not in self._channels:
+            minter = TokenMinter(self.internal_secret, Principal(subject, tuple(roles)))
+            self._channels[key] = open_channel(
+                self.addr(name), token_provider=minter.token, default_timeout=10.0, wait_for_ready=True
+            )
+        return self._channels[key]
 
     async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
         await asyncio.gather(*(self.stop(name) for name in list(self.procs)))
 
 

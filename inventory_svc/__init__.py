@@ -1,0 +1,1 @@
+"""inventory_svc: stock per warehouse and reservations that never oversell."""

@@ -1,0 +1,22 @@
+"""inventory_svc settings (env SHOPMESH_<FIELD>)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from meshkit.settings import CommonSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class InventorySettings(CommonSettings):
+    service_name: str = "inventory_svc"
+    grpc_port: int = 50052
+    metrics_port: int = 9152
+    db_pool_max: int = 40
+    reservation_ttl_seconds: int = 1800
+    # group commit: how long a busy SKU's next batch waits for stragglers, and its size cap
+    reserve_batch_window_ms: float = 2.0
+    reserve_max_batch: int = 256
+    expiry_interval_seconds: float = 5.0
+    expiry_batch_size: int = 500
+    invariant_check_interval_seconds: float = 30.0

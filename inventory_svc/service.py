@@ -1,0 +1,463 @@
+"""Inventory use cases: one function per operation, one transaction each (reserve: one statement)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
+from shop.events.v1 import events_pb2
+
+from inventory_svc import metrics, store
+from inventory_svc.batcher import KeyedBatcher
+from inventory_svc.config import InventorySettings
+from inventory_svc.model import (
+    MAX_BATCH_PRODUCT_IDS,
+    InsufficientStock,
+    Movement,
+    ProductStock,
+    Reservation,
+    ReservationNotActive,
+    ReservationStatus,
+    ReserveRequest,
+    StockBelowReserved,
+    UnknownProduct,
+    UnknownWarehouse,
+    WarehouseStock,
+    parse_reservation_id,
+    validate_adjust_delta,
+    validate_order_id,
+    validate_owner,
+    validate_product_id,
+    validate_quantity,
+    validate_ttl,
+)
+from meshkit.context import current_principal
+from meshkit.db import connection, transaction
+from meshkit.errors import DomainError, InvalidArgument, NotFound
+from meshkit.outbox import add_event
+from meshkit.tracing import inject_headers
+
+STOCK_EVENT = "inventory.stock_level_changed"
+EXPIRED_EVENT = "inventory.reservation_expired"
+_MOVEMENT_ENUM = {
+    Movement.RECEIVE: events_pb2.STOCK_MOVEMENT_RECEIVE,
+    Movement.ADJUST: events_pb2.STOCK_MOVEMENT_ADJUST,
+    Movement.RESERVE: events_pb2.STOCK_MOVEMENT_RESERVE,
+    Movement.RELEASE: events_pb2.STOCK_MOVEMENT_RELEASE,
+    Movement.EXPIRE: events_pb2.STOCK_MOVEMENT_EXPIRE,
+    Movement.COMMIT: events_pb2.STOCK_MOVEMENT_COMMIT,
+    Movement.RESTOCK: events_pb2.STOCK_MOVEMENT_RESTOCK,
+}
+
+
+def _actor(default: str = "system") -> str:
+    principal = current_principal()
+    return principal.subject if principal else default
+
+
+def _reservation(row: dict[str, Any]) -> Reservation:
+    return Reservation(
+        id=row["id"],
+        owner=row["owner"],
+        product_id=row["product_id"],
+        warehouse_id=row["warehouse_id"],
+        quantity=row["quantity"],
+        status=ReservationStatus(row["status"]),
+        expires_at=row["expires_at"],
+        order_id=row.get("order_id") or "",
+    )
+
+
+class InventoryService:
+    def __init__(self, *, pool: AsyncConnectionPool, settings: InventorySettings) -> None:
+        self.pool = pool
+        self._pool = pool
+        self._topic = settings.topic_inventory_events
+        self._default_ttl = dt.timedelta(seconds=settings.reservation_ttl_seconds)
+        self._batcher: KeyedBatcher[ReserveRequest, list[Reservation]] = KeyedBatcher(
+            self._flush_reserve,
+            window=settings.reserve_batch_window_ms / 1000.0,
+            max_batch=settings.reserve_max_batch,
+        )
+
+    # ---- reserve (hot path) -------------------------------------------------------------------
+    async def reserve(
+        self, *, owner: str, product_id: int, quantity: int, ttl: dt.timedelta | None, request_id: str = ""
+    ) -> list[Reservation]:
+        request = ReserveRequest(
+            owner=validate_owner(owner),
+            product_id=validate_product_id(product_id),
+            quantity=validate_quantity(quantity),
+            ttl=validate_ttl(ttl, self._default_ttl),
+            request_id=_validate_request_id(request_id),
+        )
+        try:
+            reservations = await self._batcher.submit(request.product_id, request)
+        except InsufficientStock:
+            metrics.inventory_reservations_total.labels("insufficient").inc()
+            raise
+        except Exception:
+            metrics.inventory_reservations_total.labels("error").inc()
+            raise
+        metrics.inventory_reservations_total.labels("success").inc()
+        return reservations
+
+    async def _flush_reserve(self, key: Hashable, requests: Sequence[ReserveRequest]) -> list[Any]:
+        product_id = int(key)  # type: ignore[call-overload]
+        metrics.reserve_batch_size.set(len(requests))
+        async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
+            rows = await store.reserve_batch(
+                conn,
+                product_id=product_id,
+                owners=[r.owner for r in requests],
+                quantities=[r.quantity for r in requests],
+                ttl_seconds=[r.ttl.total_seconds() for r in requests],
+                request_ids=[r.request_id for r in requests],
+                topic=self._topic,
+                headers=inject_headers(),
+            )
+        grouped: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            grouped.setdefault(row["idx"], []).append(row)
+        outcomes: list[Any] = []
+        for index, request in enumerate(requests, start=1):
+            mine = grouped.get(index, [])
+            if not mine:
+                outcomes.append(DomainError("reserve batch returned no outcome"))
+            elif mine[0]["outcome"] == "insufficient":
+                outcomes.append(InsufficientStock(product_id, request.quantity, mine[0]["available"]))
+            elif mine[0]["outcome"] == "unknown_product":
+                outcomes.append(UnknownProduct(product_id))
+            else:
+                outcomes.append(
+                    [
+                        Reservation(
+                            id=row["reservation_id"],
+                            owner=request.owner,
+                            product_id=product_id,
+                            warehouse_id=row["warehouse_id"],
+                            quantity=row["quantity"],
+                            status=ReservationStatus.ACTIVE,
+                            expires_at=row["expires_at"],
+                        )
+                        for row in mine
+                    ]
+                )
+        return outcomes
+
+    # ---- reservation lifecycle ----------------------------------------------------------------
+    async def extend(self, reservation_ids: Sequence[str], ttl: dt.timedelta | None) -> list[Reservation]:
+        ids = _parse_ids(reservation_ids)
+        ttl = validate_ttl(ttl, self._default_ttl)
+        async with transaction(self._pool) as conn:
+            await store.extend_reservations(conn, ids, ttl.total_seconds())
+            rows = await store.get_reservations(conn, ids)
+        _require_all_found(ids, rows)
+        by_id = {row["id"]: row for row in rows}
+        return [_reservation(by_id[i]) for i in ids]
+
+    async def release(self, reservation_id: str, *, quantity: int = 0, request_id: str = "") -> Reservation:
+        rid = parse_reservation_id(reservation_id)
+        if quantity < 0:
+            raise InvalidArgument("quantity", "must not be negative")
+        request_id = _validate_request_id(request_id)
+        async with transaction(self._pool) as conn:
+            rows = await store.lock_reservations(conn, [rid])
+            if not rows:
+                raise NotFound(f"reservation_id: no reservation {rid}", reason="RESERVATION_NOT_FOUND")
+            row = rows[0]
+            if request_id and not await store.claim_request(conn, request_id, "release"):
+                return _reservation(row)
+            status = ReservationStatus(row["status"])
+            if status in (ReservationStatus.RELEASED, ReservationStatus.EXPIRED):
+                return _reservation(row)
+            if status == ReservationStatus.COMMITTED:
+                raise ReservationNotActive([str(rid)], "committed")
+            amount = quantity or row["quantity"]
+            if amount > row["quantity"]:
+                raise InvalidArgument(
+                    "quantity", f"exceeds the {row['quantity']} units the reservation holds"
+                )
+            await store.change_stock(
+                conn,
+                product_id=row["product_id"],
+                warehouse_id=row["warehouse_id"],
+                quantity_delta=0,
+                reserved_delta=-amount,
+            )
+            left = row["quantity"] - amount
+            updated = await store.set_reservation(
+                conn,
+                rid,
+                status=ReservationStatus.RELEASED if left == 0 else ReservationStatus.ACTIVE,
+                quantity=left or None,
+            )
+            await store.add_ledger(
+                conn,
+                product_id=row["product_id"],
+                warehouse_id=row["warehouse_id"],
+                movement=Movement.RELEASE,
+                quantity_delta=0,
+                reserved_delta=-amount,
+                reservation_id=rid,
+                actor=_actor(),
+            )
+            await self._emit_stock_event(conn, row["product_id"], Movement.RELEASE, row["warehouse_id"])
+        return _reservation(updated)
+
+    async def commit(self, order_id: str, reservation_ids: Sequence[str]) -> tuple[list[Reservation], bool]:
+        """Reserved -> sold for an order. Idempotent by order id (a repeat returns the first result)."""
+        order_id = validate_order_id(order_id)
+        ids = _parse_ids(reservation_ids)
+        async with transaction(self._pool) as conn:
+            if not await store.claim_order_commit(conn, order_id):
+                record = await store.claim_order_restock(conn, order_id)
+                if record is not None and record["restocked_at"] is not None:
+                    raise DomainError(f"order {order_id} was already restocked", reason="ORDER_RESTOCKED")
+                rows = await store.committed_reservations(conn, order_id)
+                return [_reservation(r) for r in rows], True
+            rows = await store.lock_reservations(conn, ids)
+            _require_all_found(ids, rows)
+            not_active = [str(r["id"]) for r in rows if r["status"] != ReservationStatus.ACTIVE]
+            if not_active:
+                raise ReservationNotActive(not_active)
+            await store.lock_stock(conn, [(r["product_id"], r["warehouse_id"]) for r in rows])
+            committed = []
+            for row in sorted(rows, key=lambda r: (r["product_id"], r["warehouse_id"])):
+                await store.change_stock(
+                    conn,
+                    product_id=row["product_id"],
+                    warehouse_id=row["warehouse_id"],
+                    quantity_delta=-row["quantity"],
+                    reserved_delta=-row["quantity"],
+                )
+                committed.append(
+                    await store.set_reservation(
+                        conn, row["id"], status=ReservationStatus.COMMITTED, order_id=order_id
+                    )
+                )
+                await store.add_ledger(
+                    conn,
+                    product_id=row["product_id"],
+                    warehouse_id=row["warehouse_id"],
+                    movement=Movement.COMMIT,
+                    quantity_delta=-row["quantity"],
+                    reserved_delta=-row["quantity"],
+                    reservation_id=row["id"],
+                    order_id=order_id,
+                    actor=_actor(),
+                )
+            for product_id in sorted({r["product_id"] for r in rows}):
+                await self._emit_stock_event(conn, product_id, Movement.COMMIT)
+        return [_reservation(r) for r in committed], False
+
+    async def restock(self, order_id: str, *, reason: str = "") -> tuple[int, bool]:
+        """Sold -> back on hand for a cancelled/refunded order. Idempotent by order id."""
+        order_id = validate_order_id(order_id)
+        async with transaction(self._pool) as conn:
+            record = await store.claim_order_restock(conn, order_id)
+            if record is None:
+                # nothing was committed; remember it so a late commit for this order is refused
+                await store.record_restock_without_commit(conn, order_id)
+                return 0, False
+            if record["restocked_at"] is not None:
+                return int(record["restocked_quantity"] or 0), True
+            rows = await store.committed_reservations(conn, order_id)
+            await store.lock_stock(conn, [(r["product_id"], r["warehouse_id"]) for r in rows])
+            total = 0
+            for row in rows:
+                await store.change_stock(
+                    conn,
+                    product_id=row["product_id"],
+                    warehouse_id=row["warehouse_id"],
+                    quantity_delta=row["quantity"],
+                    reserved_delta=0,
+                )
+                await store.add_ledger(
+                    conn,
+                    product_id=row["product_id"],
+                    warehouse_id=row["warehouse_id"],
+                    movement=Movement.RESTOCK,
+                    quantity_delta=row["quantity"],
+                    reserved_delta=0,
+                    reservation_id=row["id"],
+                    order_id=order_id,
+                    reason=reason[:200] or None,
+                    actor=_actor(),
+                )
+                total += row["quantity"]
+            await store.mark_restocked(conn, order_id, total)
+            for product_id in sorted({r["product_id"] for r in rows}):
+                await self._emit_stock_event(conn, product_id, Movement.RESTOCK)
+        return total, False
+
+    # ---- stock --------------------------------------------------------------------------------
+    async def change_stock(
+        self,
+        *,
+        product_id: int,
+        warehouse_id: int,
+        delta: int,
+        movement: Movement,
+        reason: str = "",
+        request_id: str = "",
+    ) -> ProductStock:
+        """Receive (delta > 0) or adjust physical stock with a conditional update."""
+        validate_product_id(product_id)
+        if warehouse_id <= 0:
+            raise InvalidArgument("warehouse_id", "must be a positive id")
+        field = "quantity" if movement == Movement.RECEIVE else "delta"
+        if movement == Movement.RECEIVE:
+            validate_quantity(delta, field)
+        else:
+            validate_adjust_delta(delta, field)
+        if len(reason) > 200:
+            raise InvalidArgument("reason", "must be at most 200 characters")
+        request_id = _validate_request_id(request_id)
+        async with transaction(self._pool) as conn:
+            if not await store.warehouse_exists(conn, warehouse_id):
+                raise UnknownWarehouse(warehouse_id)
+            if request_id and not await store.claim_request(conn, request_id, str(movement)):
+                return await self._stock(conn, product_id)
+            if delta > 0:
+                await store.ensure_product(conn, product_id)
+            row = await store.change_quantity(
+                conn, product_id=product_id, warehouse_id=warehouse_id, delta=delta
+            )
+            if row is None:
+                if not await store.stock_rows(conn, product_id):
+                    raise UnknownProduct(product_id)
+                raise StockBelowReserved(
+                    f"delta: would leave warehouse {warehouse_id} below its reserved units",
+                    metadata={"product_id": product_id, "warehouse_id": warehouse_id},
+                )
+            await store.add_ledger(
+                conn,
+                product_id=product_id,
+                warehouse_id=warehouse_id,
+                movement=movement,
+                quantity_delta=delta,
+                reserved_delta=0,
+                reason=reason or None,
+                actor=_actor(),
+            )
+            await self._emit_stock_event(conn, product_id, movement, warehouse_id)
+            return await self._stock(conn, product_id)
+
+    async def get_stock(self, product_id: int) -> ProductStock:
+        validate_product_id(product_id)
+        async with connection(self._pool) as conn:
+            return await self._stock(conn, product_id)
+
+    async def availability(self, product_ids: Sequence[int]) -> list[tuple[int, int]]:
+        if len(product_ids) > MAX_BATCH_PRODUCT_IDS:
+            raise InvalidArgument("product_ids", f"at most {MAX_BATCH_PRODUCT_IDS} ids")
+        unique = list(dict.fromkeys(validate_product_id(p, "product_ids") for p in product_ids))
+        async with connection(self._pool) as conn:
+            found = await store.availability(conn, unique)
+        return [(p, found.get(p, 0)) for p in unique]
+
+    async def get_reservations(self, reservation_ids: Sequence[str]) -> list[Reservation]:
+        ids = _parse_ids(reservation_ids)
+        async with connection(self._pool) as conn:
+            rows = await store.get_reservations(conn, ids)
+        by_id = {row["id"]: row for row in rows}
+        return [_reservation(by_id[i]) for i in ids if i in by_id]
+
+    async def warehouses(self) -> list[dict[str, Any]]:
+        async with connection(self._pool) as conn:
+            return await store.list_warehouses(conn)
+
+    # ---- helpers ------------------------------------------------------------------------------
+    async def _stock(self, conn: AsyncConnection, product_id: int) -> ProductStock:
+        rows = await store.stock_rows(conn, product_id)
+        if not rows:
+            raise UnknownProduct(product_id)
+        return ProductStock(
+            product_id, tuple(WarehouseStock(r["warehouse_id"], r["quantity"], r["reserved"]) for r in rows)
+        )
+
+    async def _emit_stock_event(
+        self, conn: AsyncConnection, product_id: int, movement: Movement, warehouse_id: int = 0
+    ) -> None:
+        version = await store.bump_version(conn, product_id)
+        totals = await store.product_totals(conn, product_id)
+        available = totals["quantity"] - totals["reserved"]
+        event = events_pb2.InventoryEvent(
+            event_id=str(uuid.uuid4()),
+            product_id=product_id,
+            version=version,
+            stock_level_changed=events_pb2.StockLevelChanged(
+                available=available,
+                in_stock=available > 0,
+                quantity=totals["quantity"],
+                reserved=totals["reserved"],
+                movement=_MOVEMENT_ENUM[movement],
+                warehouse_id=warehouse_id,
+            ),
+        )
+        event.occurred_at.GetCurrentTime()
+        await add_event(
+            conn,
+            topic=self._topic,
+            key=str(product_id),
+            event_type=STOCK_EVENT,
+            payload=event.SerializeToString(),
+            event_id=uuid.UUID(event.event_id),
+        )
+
+    async def emit_expired_event(self, conn: AsyncConnection, row: dict[str, Any]) -> None:
+        version = await store.bump_version(conn, row["product_id"])
+        event = events_pb2.InventoryEvent(
+            event_id=str(uuid.uuid4()),
+            product_id=row["product_id"],
+            version=version,
+            reservation_expired=events_pb2.ReservationExpired(
+                reservation_id=str(row["id"]),
+                owner=row["owner"],
+                quantity=row["quantity"],
+                warehouse_id=row["warehouse_id"],
+            ),
+        )
+        event.occurred_at.GetCurrentTime()
+        await add_event(
+            conn,
+            topic=self._topic,
+            key=str(row["product_id"]),
+            event_type=EXPIRED_EVENT,
+            payload=event.SerializeToString(),
+            event_id=uuid.UUID(event.event_id),
+        )
+
+    async def emit_stock_event(self, conn: AsyncConnection, product_id: int, movement: Movement) -> None:
+        await self._emit_stock_event(conn, product_id, movement)
+
+
+def _validate_request_id(request_id: str) -> str:
+    request_id = request_id.strip()
+    if len(request_id) > 64:
+        raise InvalidArgument("request_id", "must be at most 64 characters")
+    return request_id
+
+
+def _parse_ids(values: Sequence[str], field: str = "reservation_ids") -> list[uuid.UUID]:
+    if not values:
+        raise InvalidArgument(field, "at least one id is required")
+    if len(values) > 1000:
+        raise InvalidArgument(field, "at most 1000 ids")
+    return list(dict.fromkeys(parse_reservation_id(v, field) for v in values))
+
+
+def _require_all_found(ids: Sequence[uuid.UUID], rows: Sequence[dict[str, Any]]) -> None:
+    found = {row["id"] for row in rows}
+    missing = [str(i) for i in ids if i not in found]
+    if missing:
+        raise NotFound(
+            f"reservation_ids: unknown reservations {', '.join(missing)}",
+            reason="RESERVATION_NOT_FOUND",
+            metadata={"reservation_ids": ",".join(missing)},
+        )

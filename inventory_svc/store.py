@@ -1,0 +1,310 @@
+"""Every SQL statement of inventory_svc, against its own `inventory` schema (via search_path).
+
+Functions take an open connection (inside the caller's transaction) and never commit.
+Lock order everywhere: reservations (by id) before stock rows, stock rows by (product_id, warehouse_id).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import AsyncConnection
+
+Row = dict[str, Any]
+
+
+async def reserve_batch(
+    conn: AsyncConnection,
+    *,
+    product_id: int,
+    owners: Sequence[str],
+    quantities: Sequence[int],
+    ttl_seconds: Sequence[float],
+    request_ids: Sequence[str],
+    topic: str,
+    headers: dict[str, str],
+) -> list[Row]:
+    cur = await conn.execute(
+        "SELECT * FROM reserve_batch(%s, %s, %s, %s, %s, %s, %s)",
+        (
+            product_id,
+            list(owners),
+            list(quantities),
+            list(ttl_seconds),
+            list(request_ids),
+            topic,
+            json.dumps(headers),
+        ),
+        prepare=True,
+    )
+    return await cur.fetchall()
+
+
+async def list_warehouses(conn: AsyncConnection) -> list[Row]:
+    cur = await conn.execute("SELECT id, code, name, priority FROM warehouses ORDER BY priority, id")
+    return await cur.fetchall()
+
+
+async def warehouse_exists(conn: AsyncConnection, warehouse_id: int) -> bool:
+    cur = await conn.execute("SELECT 1 FROM warehouses WHERE id = %s", (warehouse_id,))
+    return await cur.fetchone() is not None
+
+
+async def stock_rows(conn: AsyncConnection, product_id: int) -> list[Row]:
+    cur = await conn.execute(
+        "SELECT warehouse_id, quantity, reserved FROM stock WHERE product_id = %s ORDER BY warehouse_id",
+        (product_id,),
+    )
+    return await cur.fetchall()
+
+
+async def availability(conn: AsyncConnection, product_ids: Sequence[int]) -> dict[int, int]:
+    cur = await conn.execute(
+        "SELECT product_id, sum(quantity - reserved)::INT AS available FROM stock"
+        " WHERE product_id = ANY(%s) GROUP BY product_id",
+        (list(product_ids),),
+    )
+    return {row["product_id"]: row["available"] for row in await cur.fetchall()}
+
+
+async def claim_request(conn: AsyncConnection, request_id: str, operation: str) -> bool:
+    """False when this request id was applied before (the caller then changes nothing)."""
+    cur = await conn.execute(
+        "INSERT INTO applied_requests (request_id, operation) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (request_id, operation),
+    )
+    return await cur.fetchone() is not None
+
+
+async def ensure_product(conn: AsyncConnection, product_id: int) -> None:
+    await conn.execute("INSERT INTO products (product_id) VALUES (%s) ON CONFLICT DO NOTHING", (product_id,))
+
+
+async def change_quantity(
+    conn: AsyncConnection, *, product_id: int, warehouse_id: int, delta: int
+) -> Row | None:
+    """Conditional: applies only if the new quantity stays >= reserved (and >= 0). Creates the row for delta > 0."""
+    if delta > 0:
+        cur = await conn.execute(
+            "INSERT INTO stock (product_id, warehouse_id, quantity) VALUES (%s, %s, %s)"
+            " ON CONFLICT (product_id, warehouse_id) DO UPDATE"
+            " SET quantity = stock.quantity + EXCLUDED.quantity, updated_at = now()"
+            " RETURNING quantity, reserved",
+            (product_id, warehouse_id, delta),
+        )
+    else:
+        cur = await conn.execute(
+            "UPDATE stock SET quantity = quantity + %s, updated_at = now()"
+            " WHERE product_id = %s AND warehouse_id = %s AND quantity + %s >= reserved"
+            " RETURNING quantity, reserved",
+            (delta, product_id, warehouse_id, delta),
+        )
+    return await cur.fetchone()
+
+
+async def add_ledger(
+    conn: AsyncConnection,
+    *,
+    product_id: int,
+    warehouse_id: int,
+    movement: str,
+    quantity_delta: int,
+    reserved_delta: int,
+    reservation_id: uuid.UUID | None = None,
+    order_id: str | None = None,
+    reason: str | None = None,
+    actor: str = "",
+) -> None:
+    await conn.execute(
+        "INSERT INTO stock_ledger (product_id, warehouse_id, movement, quantity_delta, reserved_delta,"
+        " reservation_id, order_id, reason, actor) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            product_id,
+            warehouse_id,
+            movement,
+            quantity_delta,
+            reserved_delta,
+            reservation_id,
+            order_id,
+            reason,
+            actor,
+        ),
+    )
+
+
+async def bump_version(conn: AsyncConnection, product_id: int) -> int:
+    cur = await conn.execute(
+        "UPDATE products SET version = version + 1 WHERE product_id = %s RETURNING version", (product_id,)
+    )
+    row = await cur.fetchone()
+    return int(row["version"]) if row else 0
+
+
+async def product_totals(conn: AsyncConnection, product_id: int) -> Row:
+    cur = await conn.execute(
+        "SELECT coalesce(sum(quantity), 0)::INT AS quantity, coalesce(sum(reserved), 0)::INT AS reserved"
+        " FROM stock WHERE product_id = %s",
+        (product_id,),
+    )
+    return await cur.fetchone()
+
+
+async def lock_reservations(conn: AsyncConnection, reservation_ids: Sequence[uuid.UUID]) -> list[Row]:
+    cur = await conn.execute(
+        "SELECT id, owner, product_id, warehouse_id, quantity, status, expires_at, order_id, created_at"
+        " FROM reservations WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+        (list(reservation_ids),),
+    )
+    return await cur.fetchall()
+
+
+async def get_reservations(conn: AsyncConnection, reservation_ids: Sequence[uuid.UUID]) -> list[Row]:
+    cur = await conn.execute(
+        "SELECT id, owner, product_id, warehouse_id, quantity, status, expires_at, order_id, created_at"
+        " FROM reservations WHERE id = ANY(%s)",
+        (list(reservation_ids),),
+    )
+    return await cur.fetchall()
+
+
+async def lock_stock(conn: AsyncConnection, keys: Sequence[tuple[int, int]]) -> None:
+    """Lock stock rows in primary-key order before changing several of them."""
+    if not keys:
+        return
+    ordered = sorted(set(keys))
+    await conn.execute(
+        "SELECT 1 FROM stock s JOIN unnest(%s::BIGINT[], %s::BIGINT[]) AS k(p, w)"
+        " ON s.product_id = k.p AND s.warehouse_id = k.w"
+        " ORDER BY s.product_id, s.warehouse_id FOR UPDATE OF s",
+        ([k[0] for k in ordered], [k[1] for k in ordered]),
+    )
+
+
+async def change_stock(
+    conn: AsyncConnection, *, product_id: int, warehouse_id: int, quantity_delta: int, reserved_delta: int
+) -> None:
+    """Apply deltas in the database; the CHECK constraint refuses anything that would break 0<=reserved<=quantity."""
+    await conn.execute(
+        "UPDATE stock SET quantity = quantity + %s, reserved = reserved + %s, updated_at = now()"
+        " WHERE product_id = %s AND warehouse_id = %s",
+        (quantity_delta, reserved_delta, product_id, warehouse_id),
+    )
+
+
+async def set_reservation(
+    conn: AsyncConnection,
+    reservation_id: uuid.UUID,
+    *,
+    status: str,
+    quantity: int | None = None,
+    order_id: str | None = None,
+) -> Row:
+    cur = await conn.execute(
+        "UPDATE reservations SET status = %s, quantity = coalesce(%s, quantity),"
+        " order_id = coalesce(%s, order_id), updated_at = now() WHERE id = %s"
+        " RETURNING id, owner, product_id, warehouse_id, quantity, status, expires_at, order_id, created_at",
+        (status, quantity, order_id, reservation_id),
+    )
+    return await cur.fetchone()
+
+
+async def extend_reservations(
+    conn: AsyncConnection, reservation_ids: Sequence[uuid.UUID], ttl_seconds: float
+) -> None:
+    await conn.execute(
+        "UPDATE reservations SET expires_at = greatest(expires_at, now() + make_interval(secs => %s)),"
+        " updated_at = now() WHERE id = ANY(%s) AND status = 'active'",
+        (ttl_seconds, list(reservation_ids)),
+    )
+
+
+async def claim_order_commit(conn: AsyncConnection, order_id: str) -> bool:
+    cur = await conn.execute(
+        "INSERT INTO order_commits (order_id) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1", (order_id,)
+    )
+    return await cur.fetchone() is not None
+
+
+async def committed_reservations(conn: AsyncConnection, order_id: str) -> list[Row]:
+    cur = await conn.execute(
+        "SELECT id, owner, product_id, warehouse_id, quantity, status, expires_at, order_id, created_at"
+        " FROM reservations WHERE order_id = %s AND status = 'committed' ORDER BY product_id, warehouse_id",
+        (order_id,),
+    )
+    return await cur.fetchall()
+
+
+async def claim_order_restock(conn: AsyncConnection, order_id: str) -> Row | None:
+    """Locks the order's commit record. Returns None when the order was never committed."""
+    cur = await conn.execute(
+        "SELECT order_id, restocked_at, restocked_quantity FROM order_commits WHERE order_id = %s FOR UPDATE",
+        (order_id,),
+    )
+    return await cur.fetchone()
+
+
+async def mark_restocked(conn: AsyncConnection, order_id: str, quantity: int) -> None:
+    await conn.execute(
+        "UPDATE order_commits SET restocked_at = now(), restocked_quantity = %s WHERE order_id = %s",
+        (quantity, order_id),
+    )
+
+
+async def record_restock_without_commit(conn: AsyncConnection, order_id: str) -> bool:
+    """An order restocked before (or without) any commit: remember it so a late commit is refused."""
+    cur = await conn.execute(
+        "INSERT INTO order_commits (order_id, restocked_at, restocked_quantity) VALUES (%s, now(), 0)"
+        " ON CONFLICT DO NOTHING RETURNING 1",
+        (order_id,),
+    )
+    return await cur.fetchone() is not None
+
+
+async def take_expired(conn: AsyncConnection, limit: int) -> list[Row]:
+    """Due active reservations, locked; SKIP LOCKED lets several sweepers (replicas) run at once."""
+    cur = await conn.execute(
+        "UPDATE reservations r SET status = 'expired', updated_at = now()"
+        " FROM (SELECT id FROM reservations WHERE status = 'active' AND expires_at < now()"
+        "       ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) due"
+        " WHERE r.id = due.id"
+        " RETURNING r.id, r.owner, r.product_id, r.warehouse_id, r.quantity",
+        (limit,),
+    )
+    return await cur.fetchall()
+
+
+async def oldest_due_age_seconds(conn: AsyncConnection) -> float:
+    cur = await conn.execute(
+        "SELECT coalesce(extract(epoch FROM now() - min(expires_at)), 0)::FLOAT AS age"
+        " FROM reservations WHERE status = 'active' AND expires_at < now()"
+    )
+    row = await cur.fetchone()
+    return float(row["age"])
+
+
+INVARIANT_SQL = """
+WITH active AS (
+    SELECT product_id, warehouse_id, sum(quantity) AS held
+      FROM reservations WHERE status = 'active' GROUP BY product_id, warehouse_id
+), ledger AS (
+    SELECT product_id, warehouse_id, sum(quantity_delta) AS q, sum(reserved_delta) AS r
+      FROM stock_ledger GROUP BY product_id, warehouse_id
+)
+SELECT s.product_id, s.warehouse_id, s.quantity, s.reserved,
+       coalesce(a.held, 0)::BIGINT AS active_held, coalesce(l.q, 0)::BIGINT AS ledger_quantity,
+       coalesce(l.r, 0)::BIGINT AS ledger_reserved
+  FROM stock s
+  LEFT JOIN active a USING (product_id, warehouse_id)
+  LEFT JOIN ledger l USING (product_id, warehouse_id)
+ WHERE s.reserved <> coalesce(a.held, 0)
+    OR s.reserved > s.quantity OR s.reserved < 0
+    OR s.quantity <> coalesce(l.q, 0) OR s.reserved <> coalesce(l.r, 0)
+"""
+
+
+async def invariant_violations(conn: AsyncConnection) -> list[Row]:
+    cur = await conn.execute(INVARIANT_SQL)
+    return await cur.fetchall()

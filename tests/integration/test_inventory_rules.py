@@ -1,0 +1,169 @@
+"""Inventory: the group-commit batcher against real PostgreSQL, the oversell detector, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import time
+
+import grpc
+import httpx
+import psycopg
+import pytest
+from google.protobuf import duration_pb2
+from shop.inventory.v1 import inventory_pb2 as pb
+
+from inventory_svc.config import InventorySettings
+from inventory_svc.model import InsufficientStock, ReserveRequest
+from inventory_svc.service import InventoryService
+from meshkit.db import open_pool
+from tests.integration.inventory_helpers import (
+    admin_stub,
+    broken,
+    invariant_violations,
+    new_product_id,
+    service_stub,
+    stock_product,
+)
+
+
+async def test_batch_gives_each_caller_its_own_outcome_and_isolates_a_failing_request(mesh):
+    await mesh.start("inventory_svc")
+    product = new_product_id()
+    await stock_product(admin_stub(mesh), product, {1: 5})
+    pool = await open_pool(mesh.database_url, schema="inventory", min_size=1, max_size=4)
+    try:
+        settings = InventorySettings(database_url=mesh.database_url, reserve_batch_window_ms=20)
+        service = InventoryService(pool=pool, settings=settings)
+        ttl = dt.timedelta(minutes=5)
+
+        def request(owner: str, quantity: int) -> ReserveRequest:
+            return ReserveRequest(owner=owner, product_id=product, quantity=quantity, ttl=ttl)
+
+        # the owner column holds 255 characters: this request makes its statement fail in the database
+        requests = [request("a", 1), request("b", 3), request("c", 3), request("x" * 300, 1), request("d", 1)]
+        outcomes = await asyncio.gather(
+            *(service._batcher.submit(product, r) for r in requests), return_exceptions=True
+        )
+        assert service._batcher.batches < len(requests) + 4  # shared batches, plus the isolation retries
+        assert sum(r.quantity for r in outcomes[0]) == 1
+        assert sum(r.quantity for r in outcomes[1]) == 3
+        assert isinstance(outcomes[2], InsufficientStock) and outcomes[2].available == 1
+        assert isinstance(outcomes[3], psycopg.Error)  # only the bad request failed
+        assert sum(r.quantity for r in outcomes[4]) == 1
+    finally:
+        await pool.close()
+    assert broken(invariant_violations(mesh.database_url, [product])) == []
+
+
+def _metric(text: str, name: str) -> float:
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_invariant_checker_counts_corrupted_reserved(mesh):
+    await mesh.restart("inventory_svc", extra_env={"SHOPMESH_INVARIANT_CHECK_INTERVAL_SECONDS": "0.5"})
+    product = new_product_id()
+    await stock_product(admin_stub(mesh), product, {1: 10})
+    async with httpx.AsyncClient() as http:
+        await asyncio.sleep(1.2)
+        before = _metric((await http.get(mesh.metrics_url("inventory_svc"))).text, "inventory_oversell_total")
+        with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE inventory.stock SET reserved = 3 WHERE product_id = %s", (product,))
+        try:
+            deadline = time.monotonic() + 10
+            after = before
+            while time.monotonic() < deadline and after <= before:
+                await asyncio.sleep(0.3)
+                after = _metric(
+                    (await http.get(mesh.metrics_url("inventory_svc"))).text, "inventory_oversell_total"
+                )
+            assert after > before
+        finally:
+            with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+                conn.execute("UPDATE inventory.stock SET reserved = 0 WHERE product_id = %s", (product,))
+    await mesh.restart("inventory_svc")
+
+
+BAD_RESERVES = [
+    (dict(owner="u", product_id=1, quantity=0), grpc.StatusCode.INVALID_ARGUMENT, "quantity"),
+    (dict(owner="u", product_id=1, quantity=-3), grpc.StatusCode.INVALID_ARGUMENT, "quantity"),
+    (dict(owner="u", product_id=1, quantity=10**6), grpc.StatusCode.INVALID_ARGUMENT, "quantity"),
+    (dict(owner="", product_id=1, quantity=1), grpc.StatusCode.INVALID_ARGUMENT, "owner"),
+    (dict(owner="u", product_id=0, quantity=1), grpc.StatusCode.INVALID_ARGUMENT, "product_id"),
+    (
+        dict(owner="u", product_id=1, quantity=1, ttl=duration_pb2.Duration(seconds=10**7)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ttl",
+    ),
+    (
+        dict(owner="u", product_id=1, quantity=1, ttl=duration_pb2.Duration(nanos=5)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ttl",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "code", "field"), BAD_RESERVES)
+async def test_bad_reserve_input_is_rejected_naming_the_field(mesh, fields, code, field):
+    await mesh.start("inventory_svc")
+    product = new_product_id()
+    await stock_product(admin_stub(mesh), product, {1: 5})
+    if fields["product_id"] == 1:
+        fields = {**fields, "product_id": product}
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await service_stub(mesh).ReserveStock(pb.ReserveStockRequest(**fields))
+    assert caught.value.code() == code
+    assert caught.value.details().startswith(field)
+    stock = (await service_stub(mesh).GetStock(pb.GetStockRequest(product_id=product))).stock
+    assert stock.reserved == 0
+
+
+async def test_unknown_things_are_not_found_and_change_nothing(mesh):
+    await mesh.start("inventory_svc")
+    admin, svc = admin_stub(mesh), service_stub(mesh)
+    product = new_product_id()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await svc.ReserveStock(pb.ReserveStockRequest(owner="u", product_id=product, quantity=1))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "product_id" in caught.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin.ReceiveStock(pb.ReceiveStockRequest(product_id=product, warehouse_id=999, quantity=1))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND and "warehouse_id" in caught.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await svc.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id="not-a-uuid"))
+    assert (
+        caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "reservation_id" in caught.value.details()
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await svc.GetStock(pb.GetStockRequest(product_id=product))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_access_rules_come_from_the_proto(mesh):
+    await mesh.start("inventory_svc")
+    from shop.inventory.v1 import inventory_pb2_grpc
+
+    user = inventory_pb2_grpc.InventoryServiceStub(mesh.channel("inventory_svc", "mallory", ()))
+    anonymous = inventory_pb2_grpc.InventoryServiceStub(
+        mesh.channel("inventory_svc", "anonymous", ("anonymous",))
+    )
+    product = new_product_id()
+    await stock_product(admin_stub(mesh), product, {1: 1})
+    assert (await anonymous.GetStock(pb.GetStockRequest(product_id=product))).stock.quantity == 1
+    for call in (
+        user.ReserveStock(pb.ReserveStockRequest(owner="mallory", product_id=product, quantity=1)),
+        user.AdjustStock(pb.AdjustStockRequest(product_id=product, warehouse_id=1, delta=100)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # plain metadata claiming admin, with no signed token, gets nothing
+    async with grpc.aio.insecure_channel(mesh.addr("inventory_svc")) as raw:
+        stub = inventory_pb2_grpc.InventoryServiceStub(raw)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.AdjustStock(
+                pb.AdjustStockRequest(product_id=product, warehouse_id=1, delta=100),
+                metadata=[("roles", "admin")],
+            )
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED

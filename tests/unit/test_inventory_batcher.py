@@ -1,0 +1,60 @@
+"""The keyed group-commit batcher's scheduling rules, with a plain in-memory flush function."""
+
+from __future__ import annotations
+
+import asyncio
+
+from inventory_svc.batcher import KeyedBatcher
+
+
+class RecordingFlush:
+    def __init__(self, delay: float = 0.01, fail_on: object = None) -> None:
+        self.batches: list[list[int]] = []
+        self.delay = delay
+        self.fail_on = fail_on
+
+    async def __call__(self, key, requests):
+        self.batches.append(list(requests))
+        await asyncio.sleep(self.delay)
+        if self.fail_on in requests:
+            raise RuntimeError("statement failed")
+        return [r * 10 if r >= 0 else ValueError(f"rejected {r}") for r in requests]
+
+
+async def test_lone_request_is_flushed_without_waiting_for_the_window():
+    flush = RecordingFlush(delay=0)
+    batcher = KeyedBatcher(flush, window=5.0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await batcher.submit("sku", 1) == 10
+    assert loop.time() - started < 1.0
+
+
+async def test_concurrent_requests_for_one_key_share_batches_and_keep_their_own_outcomes():
+    flush = RecordingFlush()
+    batcher = KeyedBatcher(flush, window=0.001)
+    results = await asyncio.gather(*(batcher.submit("sku", i) for i in range(50)), return_exceptions=True)
+    assert results == [i * 10 for i in range(50)]
+    assert len(flush.batches) < 10
+    assert sorted(x for b in flush.batches for x in b) == list(range(50))
+
+
+async def test_per_request_failures_do_not_affect_others():
+    batcher = KeyedBatcher(RecordingFlush(), window=0.001)
+    results = await asyncio.gather(*(batcher.submit("sku", i) for i in (1, -1, 2)), return_exceptions=True)
+    assert results[0] == 10 and isinstance(results[1], ValueError) and results[2] == 20
+
+
+async def test_a_failing_batch_is_retried_request_by_request():
+    flush = RecordingFlush(fail_on=3)
+    batcher = KeyedBatcher(flush, window=0.001)
+    results = await asyncio.gather(*(batcher.submit("sku", i) for i in range(6)), return_exceptions=True)
+    assert [r for i, r in enumerate(results) if i != 3] == [0, 10, 20, 40, 50]
+    assert isinstance(results[3], RuntimeError)
+
+
+async def test_keys_are_independent():
+    flush = RecordingFlush()
+    batcher = KeyedBatcher(flush, window=0.001)
+    await asyncio.gather(*(batcher.submit(k, 1) for k in ("a", "b", "c")))
+    assert len(flush.batches) == 3
