@@ -38,31 +38,35 @@ trap 'rm -rf "$out"' EXIT
 status=0
 overlays=("$k8s_dir"/overlays/*/)
 [[ -d ${overlays[0]} ]] || { echo "validate: no overlays under $k8s_dir/overlays" >&2; exit 1; }
+built=()
 for overlay in "${overlays[@]}"; do
   name=$(basename "$overlay")
-  if ! kustomize build "$overlay" >"$out/$name.yaml" 2>"$out/$name.err"; then
+  if kustomize build "$overlay" >"$out/$name.yaml" 2>"$out/$name.err"; then
+    built+=("$out/$name.yaml")
+  else
     echo "validate: kustomize build $name FAILED:" >&2
     cat "$out/$name.err" >&2
     status=1
-    continue
   fi
-  for v in "${versions[@]}"; do
-    echo "== $name, Kubernetes $v"
-    if ! kubeconform -strict -summary -output text \
-        -kubernetes-version "$v" \
-        -schema-location "$cache/kubernetes/v$v/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
-        -schema-location "$cache/crds/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
-        -schema-location "$cache/envelope/v$v/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
-        "$out/$name.yaml" >"$out/$name-$v.txt" 2>&1; then
-      status=1
-    fi
-    cat "$out/$name-$v.txt"
-    # a skipped resource would be an unchecked one: treat it as a failure
-    if ! grep -Eq 'Skipped: 0$' "$out/$name-$v.txt" || grep -Eq 'Valid: 0,' "$out/$name-$v.txt"; then
-      echo "validate: $name on $v: resources were skipped or none was valid" >&2
-      status=1
-    fi
-  done
+done
+# one kubeconform run per Kubernetes version over every overlay, so each schema is compiled once
+[[ ${#built[@]} -gt 0 ]] || { echo "validate: FAILED (no overlay built)" >&2; exit 1; }
+for v in "${versions[@]}"; do
+  echo "== Kubernetes $v: $(for f in "${built[@]}"; do basename "$f" .yaml; done | tr '\n' ' ')"
+  if ! kubeconform -strict -summary -output text \
+      -kubernetes-version "$v" \
+      -schema-location "$cache/kubernetes/v$v/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
+      -schema-location "$cache/crds/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json" \
+      -schema-location "$cache/envelope/v$v/{{ .ResourceKind }}{{ .KindSuffix }}.json" \
+      "${built[@]}" >"$out/kubeconform-$v.txt" 2>&1; then
+    status=1
+  fi
+  cat "$out/kubeconform-$v.txt"
+  # a skipped resource would be an unchecked one: treat it as a failure
+  if ! grep -Eq 'Skipped: 0$' "$out/kubeconform-$v.txt" || grep -Eq 'Valid: 0,' "$out/kubeconform-$v.txt"; then
+    echo "validate: Kubernetes $v: resources were skipped or none was valid" >&2
+    status=1
+  fi
 done
 
 dockerfiles=("$root"/Dockerfile)
