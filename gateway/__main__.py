@@ -1,0 +1,32 @@
+"""`python -m gateway`: serve the HTTP gateway with uvicorn (SHOPMESH_WORKERS processes)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from gateway.app import build_app
+from gateway.config import GatewaySettings
+from meshkit.logs import configure_logging
+from meshkit.settings import load_settings
+
+
+def main() -> None:
+    settings = load_settings(GatewaySettings)
+    configure_logging(settings.service_name, settings.log_level)
+    common = {
+        "host": settings.gateway_host,
+        "port": settings.gateway_port,
+        "access_log": False,  # gateway.middleware writes the JSON access log
+        "log_config": None,  # keep meshkit's JSON logging
+        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+        "server_header": False,
+    }
+    if settings.workers > 1:
+        # each worker process builds its own app (channels and pools must not cross a fork)
+        uvicorn.run("gateway.app:create_app", factory=True, workers=settings.workers, **common)
+        return
+    uvicorn.run(build_app(settings), **common)
+
+
+if __name__ == "__main__":
+    main()

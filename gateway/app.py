@@ -1,0 +1,209 @@
+"""The gateway's composition root: settings -> routes, channels, verifier, limiter -> Starlette app.
+
+Besides the transcoded API routes (one catch-all dispatcher driven by the descriptors), the only
+endpoints are /healthz, /metrics, /openapi.json and /docs (with its static assets under /docs/static).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import valkey.asyncio as valkey_asyncio
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from gateway.auth import ANONYMOUS, InternalTokens, JwtVerifier
+from gateway.config import GatewaySettings
+from gateway.dispatch import Dispatcher, Upstream, json_response
+from gateway.errors import GatewayError
+from gateway.middleware import RequestContextMiddleware
+from gateway.openapi import build_openapi
+from gateway.ratelimit import RateLimiter
+from gateway.routes import Route as ApiRoute
+from gateway.routes import annotated_services, build_routes, import_generated_modules, upstream_address
+from meshkit.auth import TokenMinter
+from meshkit.clients import open_channel
+from meshkit.settings import load_settings
+
+log = logging.getLogger("gateway")
+
+FIXED_PATHS = ("/healthz", "/metrics", "/openapi.json", "/docs")
+DOCS_STATIC = "/docs/static"
+CHECKOUT_CLASS = "checkout"
+
+DOCS_HTML = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>Shopmesh API reference</title>
+  <link rel="stylesheet" href="docs/static/swagger-ui.css">
+  <link rel="icon" type="image/png" href="docs/static/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="docs/static/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({
+      url: "openapi.json",
+      dom_id: "#swagger-ui",
+      deepLinking: true,
+      validatorUrl: null,
+      presets: [SwaggerUIBundle.presets.apis],
+      layout: "BaseLayout"
+    });
+  </script>
+</body>
+</html>
+"""
+
+
+def load_api_routes() -> list[ApiRoute]:
+    return build_routes(annotated_services(import_generated_modules()))
+
+
+def build_app(settings: GatewaySettings) -> Starlette:
+    api_routes = load_api_routes()
+    overrides = settings.upstream_overrides()
+    addresses = {
+        route.service.full_name: upstream_address(route.service, settings, overrides) for route in api_routes
+    }
+    openapi_body = json_response(200, build_openapi(api_routes)).body
+    verifier = JwtVerifier(
+        key=settings.jwt_verification_key(),
+        algorithm=settings.jwt_algorithm,
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+        leeway=settings.jwt_leeway_seconds,
+    )
+    docs_dir = Path(settings.docs_assets_dir)
+    state: dict[str, Dispatcher] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        if settings.uses_demo_secret:
+            log.warning("SHOPMESH_JWT_SECRET is the public demo secret: set your own outside a demo")
+        anonymous_minter = TokenMinter(settings.internal_token_secret, ANONYMOUS)
+        channels = {
+            name: open_channel(
+                address,
+                token_provider=anonymous_minter.token,
+                default_timeout=settings.request_timeout_seconds,
+            )
+            for name, address in sorted(set(addresses.items()))
+        }
+        valkey_client = valkey_asyncio.from_url(
+            settings.valkey_url,
+            socket_timeout=settings.rate_limit_valkey_timeout_seconds,
+            socket_connect_timeout=settings.rate_limit_valkey_timeout_seconds,
+        )
+        limiter = None
+        if settings.rate_limit_enabled:
+            limiter = RateLimiter(
+                valkey_client,
+                buckets=settings.rate_limit_buckets(),
+                default_bucket=settings.default_bucket(),
+                retry_down_seconds=settings.rate_limit_retry_down_seconds,
+            )
+        upstreams = [
+            Upstream(
+                route=route,
+                call=channels[route.service.full_name].unary_unary(
+                    route.grpc_path,
+                    request_serializer=route.request_class.SerializeToString,
+                    response_deserializer=route.response_class.FromString,
+                ),
+                timeout=(
+                    settings.checkout_timeout_seconds
+                    if route.rate_limit_class == CHECKOUT_CLASS
+                    else settings.request_timeout_seconds
+                ),
+            )
+            for route in api_routes
+        ]
+        state["dispatcher"] = Dispatcher(
+            upstreams=upstreams,
+            verifier=verifier,
+            internal_tokens=InternalTokens(
+                settings.internal_token_secret, ttl_seconds=settings.internal_token_ttl_seconds
+            ),
+            limiter=limiter,
+            max_body_bytes=settings.max_body_bytes,
+            max_page_size=settings.max_page_size,
+        )
+        log.info(
+            "gateway ready",
+            extra={
+                "routes": len(api_routes),
+                "upstreams": dict(sorted(addresses.items())),
+                "port": settings.gateway_port,
+            },
+        )
+        try:
+            yield
+        finally:
+            for channel in channels.values():
+                await channel.close(grace=None)
+            await valkey_client.aclose()
+
+    async def healthz(_request: Request) -> Response:
+        return json_response(200, {"status": "ok"})
+
+    async def metrics_endpoint(_request: Request) -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi(_request: Request) -> Response:
+        return Response(openapi_body, media_type="application/json")
+
+    async def docs(_request: Request) -> Response:
+        if not (docs_dir / "swagger-ui-bundle.js").is_file():
+            error = GatewayError(
+                503, grpc.StatusCode.UNAVAILABLE, "API reference assets missing: run `npm ci`"
+            )
+            return json_response(503, error.body())
+        return HTMLResponse(DOCS_HTML)
+
+    async def api(request: Request) -> Response:
+        return await state["dispatcher"](request)
+
+    middleware = [Middleware(RequestContextMiddleware)]
+    origins = settings.cors_origin_list()
+    if origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+                expose_headers=["X-Request-Id", "Retry-After", "Idempotent-Replayed"],
+                max_age=600,
+            )
+        )
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/metrics", metrics_endpoint),
+            Route("/openapi.json", openapi),
+            Route("/docs", docs),
+            Mount(DOCS_STATIC, app=StaticFiles(directory=docs_dir, check_dir=False), name="docs-static"),
+            Route("/{path:path}", api, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )
+    app.state.api_routes = api_routes
+    return app
+
+
+def create_app() -> Starlette:
+    """Factory for uvicorn's multi-worker mode: each worker reads the settings itself."""
+    return build_app(load_settings(GatewaySettings))

@@ -1,0 +1,179 @@
+"""One transcoded call: match -> authenticate -> authorize -> rate-limit -> transcode -> gRPC -> JSON.
+
+The order is deliberate: nothing is read from the body and no upstream is called for a caller who
+may not use the route or is over its limit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from urllib.parse import parse_qsl
+
+import grpc
+from shop.api.v1 import options_pb2
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import metrics
+from gateway.auth import ANONYMOUS, InternalTokens, JwtVerifier
+from gateway.errors import GatewayError, bad_request, encode, from_rpc_error
+from gateway.middleware import ROUTE_KEY, USER_KEY
+from gateway.ratelimit import RateLimiter
+from gateway.routes import Route
+from gateway.transcode import build_request, response_json
+from meshkit.auth import INTERNAL_TOKEN_HEADER
+from meshkit.context import Principal
+
+REPLAYED_METADATA_KEY = "x-idempotent-replayed"  # set by order_svc (initial or trailing metadata)
+REPLAYED_HEADER = "Idempotent-Replayed"
+JSON = "application/json"
+
+
+@dataclasses.dataclass
+class Upstream:
+    route: Route
+    call: grpc.aio.UnaryUnaryMultiCallable
+    timeout: float
+
+
+@dataclasses.dataclass
+class Dispatcher:
+    upstreams: list[Upstream]
+    verifier: JwtVerifier
+    internal_tokens: InternalTokens
+    limiter: RateLimiter | None
+    max_body_bytes: int
+    max_page_size: int
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            return await self._dispatch(request)
+        except GatewayError as error:
+            return json_response(error.http_status, error.body(), error.headers)
+
+    def match(self, method: str, raw_path: str) -> tuple[Upstream, dict[str, str]]:
+        allowed: list[str] = []
+        for upstream in self.upstreams:
+            params = upstream.route.path.match(raw_path)
+            if params is None:
+                continue
+            if upstream.route.http_method == method:
+                return upstream, params
+            allowed.append(upstream.route.http_method)
+        if allowed:
+            raise GatewayError(
+                405,
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"method {method} not allowed here",
+                headers={"Allow": ", ".join(sorted(set(allowed)))},
+            )
+        raise GatewayError(404, grpc.StatusCode.NOT_FOUND, "no such route", reason="NOT_FOUND")
+
+    async def _dispatch(self, request: Request) -> Response:
+        raw_path = request.scope.get("raw_path") or request.scope["path"].encode()
+        upstream, path_params = self.match(request.method, raw_path.decode("utf-8", "replace"))
+        route = upstream.route
+        request.scope[ROUTE_KEY] = route.path.template
+        principal = self._authorize(route, request.headers.get("authorization"))
+        request.scope[USER_KEY] = "" if principal is ANONYMOUS else principal.subject
+        if self.limiter is not None:
+            client = request.client.host if request.client else "unknown"
+            identity = f"ip:{client}" if principal is ANONYMOUS else f"user:{principal.subject}"
+            decision = await self.limiter.check(route.rate_limit_class, identity)
+            if not decision.allowed:
+                metrics.rate_limited_total.labels(route.rate_limit_class).inc()
+                raise GatewayError(
+                    429,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    "rate limit exceeded, retry later",
+                    reason="RATE_LIMITED",
+                    metadata={
+                        "rate_limit_class": route.rate_limit_class,
+                        "retry_after_seconds": decision.retry_after_seconds,
+                    },
+                    headers={"Retry-After": str(decision.retry_after_seconds)},
+                )
+        body = await self._read_body(request) if route.body else b""
+        message = build_request(
+            route,
+            path_params=path_params,
+            query=parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True),
+            body=body,
+            headers=request.headers,
+            max_page_size=self.max_page_size,
+        )
+        metadata = ((INTERNAL_TOKEN_HEADER, self.internal_tokens.token_for(principal)),)
+        call = upstream.call(message, metadata=metadata, timeout=upstream.timeout)
+        try:
+            reply = await call
+        except grpc.aio.AioRpcError as error:
+            metrics.upstream_errors_total.labels(route.service.name, error.code().name).inc()
+            status, error_json = from_rpc_error(error)
+            headers = (
+                {REPLAYED_HEADER: "true"}
+                if _replayed(error.initial_metadata(), error.trailing_metadata())
+                else {}
+            )
+            return json_response(status, error_json, headers)
+        headers = {}
+        if route.header_bindings and _replayed(await call.initial_metadata(), await call.trailing_metadata()):
+            headers[REPLAYED_HEADER] = "true"
+        return json_response(route.success_status, response_json(route, reply), headers)
+
+    def _authorize(self, route: Route, authorization: str | None) -> Principal:
+        principal = self.verifier.principal(authorization)
+        if route.access == options_pb2.ACCESS_ANONYMOUS:
+            return principal or ANONYMOUS
+        if principal is None:
+            raise GatewayError(
+                401,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "a bearer token is required",
+                reason="MISSING_CREDENTIALS",
+                headers={"WWW-Authenticate": 'Bearer realm="shopmesh"'},
+            )
+        if route.access == options_pb2.ACCESS_ADMIN and not principal.is_admin:
+            raise GatewayError(
+                403, grpc.StatusCode.PERMISSION_DENIED, "admin role required", reason="ADMIN_REQUIRED"
+            )
+        return principal
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes)
+        content_type = request.headers.get("content-type", JSON).split(";")[0].strip().lower()
+        if content_type and content_type != JSON and not content_type.endswith("+json"):
+            raise GatewayError(
+                415,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "request body must be application/json",
+                reason="INVALID_ARGUMENT",
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _too_large(limit: int) -> GatewayError:
+    error = bad_request(f"request body larger than {limit} bytes")
+    error.http_status = 413
+    error.metadata = {"max_body_bytes": str(limit)}
+    return error
+
+
+def _replayed(*metadata_sets: object) -> bool:
+    for metadata in metadata_sets:
+        for key, value in metadata or ():  # type: ignore[attr-defined]
+            if key == REPLAYED_METADATA_KEY and str(value).lower() == "true":
+                return True
+    return False
+
+
+def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(content=encode(body), status_code=status, headers=headers, media_type=JSON)

@@ -1,0 +1,97 @@
+"""Per-request concerns for every response: request id, JSON access log, metrics, and the last-resort
+500 (JSON, never a traceback). Pure ASGI, so it adds no task or body buffering per request."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import metrics
+from gateway.errors import encode, internal_error_body
+from meshkit.context import new_request_id, request_id_var
+
+access_log = logging.getLogger("gateway.access")
+log = logging.getLogger("gateway")
+
+REQUEST_ID_HEADER = b"x-request-id"
+_SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+ROUTE_KEY = "shopmesh.route"  # scope keys the dispatcher fills in for the log and metrics
+USER_KEY = "shopmesh.user"
+
+
+def _request_id(scope: Scope) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == REQUEST_ID_HEADER:
+            if _SAFE_REQUEST_ID.fullmatch(value):
+                return value.decode()
+            break
+    return new_request_id()
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        token = request_id_var.set(request_id)
+        state: dict[str, Any] = {"status": 500, "bytes": 0, "started": False}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"] = message["status"]
+                state["started"] = True
+                headers = [(k, v) for k, v in message.get("headers", ()) if k != REQUEST_ID_HEADER]
+                headers.append((REQUEST_ID_HEADER, request_id.encode()))
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body":
+                state["bytes"] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error", extra={"path": scope.get("path")})
+            if not state["started"]:
+                body = encode(internal_error_body())
+                await send_with_id(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
+                    }
+                )
+                await send_with_id({"type": "http.response.body", "body": body})
+            state["status"] = 500
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get(ROUTE_KEY, metrics.UNMATCHED_ROUTE)
+            method = scope.get("method", "")
+            metrics.http_requests_total.labels(route, method, str(state["status"])).inc()
+            metrics.http_request_duration_seconds.labels(route, method).observe(elapsed)
+            client = scope.get("client")
+            access_log.info(
+                "request",
+                extra={
+                    "http_method": method,
+                    "path": scope.get("path", ""),
+                    "route": route,
+                    "status": state["status"],
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "bytes_out": state["bytes"],
+                    "client": client[0] if client else "",
+                    "user": scope.get(USER_KEY, ""),
+                },
+            )
+            request_id_var.reset(token)

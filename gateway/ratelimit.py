@@ -1,0 +1,116 @@
+"""Token buckets in Valkey, one per (rate-limit class, caller), updated by one atomic Lua script.
+
+The bucket is a hash {tokens, ts_ms}. The script reads the server clock (TIME), refills
+`rate * elapsed` tokens up to `burst`, takes one if it can, and stores the result with an expiry of
+the time a full refill takes, so idle buckets vanish. Doing read-refill-take-write inside the script
+makes concurrent requests from many gateway instances see one consistent bucket. It returns
+{allowed, retry_after_ms}: how long until one token is back.
+
+The script is called with EVALSHA; on NOSCRIPT (a restarted or flushed Valkey) it is loaded again.
+When Valkey fails, requests are allowed (fail-open) and `gateway_rate_limit_fail_open_total` counts
+them; after a failure Valkey is not tried again for `retry_down_seconds`, so an outage does not add
+a connect timeout to every request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+
+import valkey.asyncio as valkey_asyncio
+from valkey.exceptions import NoScriptError, ValkeyError
+
+from gateway import metrics
+from gateway.config import Bucket
+
+log = logging.getLogger("gateway.ratelimit")
+
+TOKEN_BUCKET_LUA = """
+local burst = tonumber(ARGV[1])
+local rate_per_ms = tonumber(ARGV[2]) / 1000.0
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(state[1])
+local ts = tonumber(state[2])
+if tokens == nil or ts == nil then
+  tokens = burst
+  ts = now
+end
+if now > ts then
+  tokens = math.min(burst, tokens + (now - ts) * rate_per_ms)
+end
+local allowed = 0
+local retry_after = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  retry_after = math.ceil((1 - tokens) / rate_per_ms)
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate_per_ms) + 1000)
+return {allowed, retry_after}
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after_seconds: int = 0
+    failed_open: bool = False
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        client: valkey_asyncio.Valkey,
+        *,
+        buckets: dict[str, Bucket],
+        default_bucket: Bucket,
+        retry_down_seconds: float = 1.0,
+        key_prefix: str = "shopmesh:ratelimit",
+    ) -> None:
+        self._client = client
+        self._buckets = buckets
+        self._default = default_bucket
+        self._retry_down = retry_down_seconds
+        self._prefix = key_prefix
+        self._sha: str | None = None
+        self._down_until = 0.0
+
+    def bucket(self, rate_class: str) -> Bucket:
+        return self._buckets.get(rate_class, self._default)
+
+    async def check(self, rate_class: str, identity: str) -> Decision:
+        """Take one token from the caller's bucket of this class."""
+        if time.monotonic() < self._down_until:
+            return self._fail_open(rate_class)
+        bucket = self.bucket(rate_class)
+        key = f"{self._prefix}:{rate_class}:{identity}"
+        try:
+            allowed, retry_after_ms = await self._run(key, bucket)
+        except (ValkeyError, OSError) as exc:
+            self._down_until = time.monotonic() + self._retry_down
+            log.warning("rate limiter failing open", extra={"error": type(exc).__name__})
+            return self._fail_open(rate_class)
+        if allowed:
+            return Decision(allowed=True)
+        return Decision(allowed=False, retry_after_seconds=max(1, math.ceil(int(retry_after_ms) / 1000)))
+
+    async def _run(self, key: str, bucket: Bucket) -> tuple[int, int]:
+        args = (bucket.burst, repr(float(bucket.per_second)))
+        if self._sha is None:
+            self._sha = await self._client.script_load(TOKEN_BUCKET_LUA)
+        try:
+            result = await self._client.evalsha(self._sha, 1, key, *args)
+        except NoScriptError:
+            self._sha = await self._client.script_load(TOKEN_BUCKET_LUA)
+            result = await self._client.evalsha(self._sha, 1, key, *args)
+        return int(result[0]), int(result[1])
+
+    def _fail_open(self, rate_class: str) -> Decision:
+        metrics.rate_limit_fail_open_total.labels(rate_class).inc()
+        return Decision(allowed=True, failed_open=True)

@@ -1,0 +1,216 @@
+"""HTTP request -> gRPC request message, and response message -> JSON, by proto3 JSON mapping.
+
+Sources, applied in this order so the later ones win: the body (`*` = the whole message, or one
+field), query parameters (only fields bound by neither path nor body; names are proto field names or
+their JSON names, dotted for nested fields; repeat a parameter for a repeated field), path variables,
+then header bindings. Every source goes through json_format with unknown fields refused, which gives
+typed conversion (int64 from strings, enums by name or number, Timestamps, FieldMasks...) and a 400
+for anything that does not fit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from gateway.errors import GatewayError, bad_request
+from gateway.routes import Route
+
+# Well-known types whose proto3 JSON form is a single string/number, so a query parameter can set them.
+SCALAR_JSON_MESSAGES = frozenset(
+    {
+        "google.protobuf.Timestamp",
+        "google.protobuf.Duration",
+        "google.protobuf.FieldMask",
+        "google.protobuf.DoubleValue",
+        "google.protobuf.FloatValue",
+        "google.protobuf.Int64Value",
+        "google.protobuf.UInt64Value",
+        "google.protobuf.Int32Value",
+        "google.protobuf.UInt32Value",
+        "google.protobuf.BoolValue",
+        "google.protobuf.StringValue",
+        "google.protobuf.BytesValue",
+    }
+)
+_BOOL_WORDS = {"true": True, "1": True, "false": False, "0": False}
+PAGE_SIZE_FIELD = "page_size"
+
+
+def _field_by_any_name(message: Descriptor, name: str) -> FieldDescriptor | None:
+    field = message.fields_by_name.get(name)
+    if field is not None:
+        return field
+    for candidate in message.fields:
+        if candidate.json_name == name:
+            return candidate
+    return None
+
+
+def _is_bool(field: FieldDescriptor) -> bool:
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return True
+    return field.message_type is not None and field.message_type.full_name == "google.protobuf.BoolValue"
+
+
+def _resolve(message: Descriptor, dotted: str, *, source: str) -> list[FieldDescriptor]:
+    """The fields along a dotted path (proto or JSON names); 400 when the path names no settable field."""
+    fields: list[FieldDescriptor] = []
+    current = message
+    parts = dotted.split(".")
+    for index, part in enumerate(parts):
+        field = _field_by_any_name(current, part)
+        if field is None:
+            raise bad_request(f"unknown {source} {dotted!r}", field=dotted)
+        fields.append(field)
+        last = index == len(parts) - 1
+        is_message = (
+            field.message_type is not None and field.message_type.full_name not in SCALAR_JSON_MESSAGES
+        )
+        if last and is_message:
+            raise bad_request(f"{source} {dotted!r} names a message; set its fields instead", field=dotted)
+        if not last and (not is_message or field.is_repeated):
+            raise bad_request(f"unknown {source} {dotted!r}", field=dotted)
+        if is_message:
+            current = field.message_type
+    return fields
+
+
+def _parse_into(message: Message, data: Mapping[str, Any], *, what: str) -> None:
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=False)
+    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
+        raise bad_request(f"invalid {what}: {exc}") from None
+
+
+def _nest(path: Sequence[FieldDescriptor], value: Any, target: dict[str, Any]) -> None:
+    for field in path[:-1]:
+        target = target.setdefault(field.json_name, {})
+    target[path[-1].json_name] = value
+
+
+def _scalar(field: FieldDescriptor, raw: str, name: str) -> Any:
+    if _is_bool(field):
+        word = raw.strip().lower()
+        if word not in _BOOL_WORDS:
+            raise bad_request(f"{name!r} must be true or false", field=name)
+        return _BOOL_WORDS[word]
+    return raw
+
+
+def _query_dict(route: Route, query: Sequence[tuple[str, str]], bound: set[str]) -> dict[str, Any]:
+    if query and route.body == "*":
+        raise bad_request(f"{route.http_method} {route.path.template} takes no query parameters")
+    data: dict[str, Any] = {}
+    seen: dict[str, list[str]] = {}
+    descriptor = route.method.input_type
+    for name, raw in query:
+        path = _resolve(descriptor, name, source="query parameter")
+        proto_path = ".".join(field.name for field in path)
+        if any(proto_path == b or proto_path.startswith(b + ".") for b in bound):
+            raise bad_request(f"query parameter {name!r} is bound by the path or body", field=name)
+        values = seen.setdefault(proto_path, [])
+        values.append(raw)
+        field = path[-1]
+        if field.is_repeated:
+            _nest(path, [_scalar(field, v, name) for v in values], data)
+        elif len(values) > 1:
+            raise bad_request(f"query parameter {name!r} given more than once", field=name)
+        else:
+            _nest(path, _scalar(field, raw, name), data)
+    return data
+
+
+def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
+    if not route.body:
+        if body.strip():
+            raise bad_request(f"{route.http_method} {route.path.template} takes no request body")
+        return {}
+    if not body.strip():
+        parsed: Any = {}
+    else:
+        try:
+            parsed = json.loads(body)
+        except (ValueError, RecursionError):
+            raise bad_request("request body is not valid JSON") from None
+    if route.body == "*":
+        if not isinstance(parsed, dict):
+            raise bad_request("request body must be a JSON object")
+        return parsed
+    field = route.method.input_type.fields_by_name[route.body]
+    return {field.json_name: parsed}
+
+
+def build_request(
+    route: Route,
+    *,
+    path_params: Mapping[str, str],
+    query: Sequence[tuple[str, str]],
+    body: bytes,
+    headers: Mapping[str, str],
+    max_page_size: int,
+) -> Message:
+    """The request message for a matched route; GatewayError (400) on anything malformed."""
+    request = route.request_class()
+    descriptor = route.method.input_type
+    bound = set(path_params) | ({route.body} if route.body not in ("", "*") else set())
+    _parse_into(request, _body_dict(route, body), what="request body")
+    query_message = route.request_class()
+    _parse_into(query_message, _query_dict(route, query, bound), what="query parameters")
+    request.MergeFrom(query_message)
+    for sources in (
+        dict(path_params),
+        {b.field: headers[b.header] for b in route.header_bindings if b.header in headers},
+    ):
+        if not sources:
+            continue
+        data: dict[str, Any] = {}
+        for name, raw in sources.items():
+            path = _resolve(descriptor, name, source="field")
+            _nest(path, _scalar(path[-1], raw, name), data)
+        overriding = route.request_class()
+        _parse_into(overriding, data, what="path or header value")
+        for name in sources:
+            _clear(request, name)
+        request.MergeFrom(overriding)
+    _check_page_size(request, max_page_size)
+    return request
+
+
+def _clear(message: Message, dotted: str) -> None:
+    *parents, last = dotted.split(".")
+    for name in parents:
+        if not message.HasField(name):
+            return
+        message = getattr(message, name)
+    message.ClearField(last)
+
+
+def _check_page_size(request: Message, max_page_size: int) -> None:
+    """AIP-158: negative is an error, above the maximum is lowered to the maximum."""
+    field = request.DESCRIPTOR.fields_by_name.get(PAGE_SIZE_FIELD)
+    if field is None or field.cpp_type not in (FieldDescriptor.CPPTYPE_INT32, FieldDescriptor.CPPTYPE_INT64):
+        return
+    size = getattr(request, PAGE_SIZE_FIELD)
+    if size < 0:
+        raise bad_request("page_size must not be negative", field=PAGE_SIZE_FIELD)
+    if size > max_page_size:
+        setattr(request, PAGE_SIZE_FIELD, max_page_size)
+
+
+def response_json(route: Route, response: Message) -> Any:
+    """proto3 JSON (lowerCamelCase names, fields without presence always printed)."""
+    data = json_format.MessageToDict(
+        response, preserving_proto_field_name=False, always_print_fields_with_no_presence=True
+    )
+    if route.response_body:
+        return data.get(response.DESCRIPTOR.fields_by_name[route.response_body].json_name)
+    return data
+
+
+__all__ = ["GatewayError", "build_request", "response_json"]

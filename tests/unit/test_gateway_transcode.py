@@ -1,0 +1,164 @@
+"""HTTP -> request message transcoding and response JSON, on the real descriptors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from shop.catalog.v1 import catalog_pb2
+from shop.order.v1 import order_pb2
+
+from gateway.app import load_api_routes
+from gateway.errors import GatewayError
+from gateway.routes import Route
+from gateway.transcode import build_request, response_json
+
+ROUTES = {(route.http_method, route.path.template): route for route in load_api_routes()}
+
+
+def route(method: str, template: str) -> Route:
+    return ROUTES[(method, template)]
+
+
+def transcode(r: Route, *, path=None, query=(), body=b"", headers=None, max_page_size=100):
+    return build_request(
+        r,
+        path_params=path or {},
+        query=list(query),
+        body=body,
+        headers=headers or {},
+        max_page_size=max_page_size,
+    )
+
+
+def test_search_query_parameters_are_typed_and_repeatable() -> None:
+    message = transcode(
+        route("GET", "/v1/products:search"),
+        query=[
+            ("q", "running shoes"),
+            ("brands", "acme"),
+            ("brands", "zenith"),
+            ("min_price", "10.5"),
+            ("maxPrice", "99"),
+            ("in_stock", "true"),
+            ("page", "2"),
+        ],
+    )
+    assert message == catalog_pb2.SearchProductsRequest(
+        q="running shoes", brands=["acme", "zenith"], min_price=10.5, max_price=99, in_stock=True, page=2
+    )
+    assert message.HasField("min_price") and not message.HasField("min_rating")
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        [("unknown", "1")],
+        [("page", "two")],
+        [("in_stock", "maybe")],
+        [("page", "1"), ("page", "2")],
+        [("min_price", "cheap")],
+    ],
+)
+def test_bad_query_parameters_are_400(query) -> None:
+    with pytest.raises(GatewayError) as caught:
+        transcode(route("GET", "/v1/products:search"), query=query)
+    assert caught.value.http_status == 400
+
+
+def test_path_variable_conversion_and_bad_ids() -> None:
+    get = route("GET", "/v1/products/{product_id}")
+    assert transcode(get, path={"product_id": "9007199254740993"}).product_id == 9007199254740993
+    with pytest.raises(GatewayError) as caught:
+        transcode(get, path={"product_id": "abc"})
+    assert caught.value.http_status == 400
+
+
+def test_path_variable_cannot_also_come_from_the_query() -> None:
+    with pytest.raises(GatewayError) as caught:
+        transcode(
+            route("GET", "/v1/products/{product_id}"), path={"product_id": "1"}, query=[("product_id", "2")]
+        )
+    assert caught.value.http_status == 400
+
+
+def test_body_star_with_path_variable_winning_over_the_body() -> None:
+    message = transcode(
+        route("POST", "/v1/products/{product_id}/stock:adjust"),
+        path={"product_id": "7"},
+        body=json.dumps({"productId": "99", "warehouseId": "2", "delta": -3, "reason": "damaged"}).encode(),
+    )
+    assert (message.product_id, message.warehouse_id, message.delta, message.reason) == (7, 2, -3, "damaged")
+
+
+def test_body_field_plus_query_for_the_rest() -> None:
+    message = transcode(
+        route("PATCH", "/v1/products/{product_id}"),
+        path={"product_id": "5"},
+        query=[("update_mask", "title,price")],
+        body=json.dumps(
+            {"title": "New", "price": {"currencyCode": "USD", "units": "12", "nanos": 500000000}}
+        ).encode(),
+    )
+    assert message.product_id == 5
+    assert message.product.title == "New"
+    assert message.product.price.units == 12
+    assert list(message.update_mask.paths) == ["title", "price"]
+
+
+def test_query_cannot_set_the_body_field() -> None:
+    with pytest.raises(GatewayError):
+        transcode(route("POST", "/v1/products"), query=[("product.title", "x")], body=b"{}")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[1, 2]", b'{"nope": 1}', b'{"quantity": "lots"}', b'{"productId": {"a": 1}}'],
+)
+def test_bad_bodies_are_400(body: bytes) -> None:
+    with pytest.raises(GatewayError) as caught:
+        transcode(route("POST", "/v1/cart/items"), body=body)
+    assert caught.value.http_status == 400
+
+
+def test_body_on_a_route_without_body_is_400_and_empty_body_is_an_empty_message() -> None:
+    with pytest.raises(GatewayError):
+        transcode(route("GET", "/v1/cart"), body=b'{"a": 1}')
+    assert (
+        transcode(route("POST", "/v1/orders/{order_id}:cancel"), path={"order_id": "o-1"}).order_id == "o-1"
+    )
+
+
+def test_body_star_takes_no_query_parameters() -> None:
+    with pytest.raises(GatewayError):
+        transcode(route("POST", "/v1/cart/items"), query=[("quantity", "1")], body=b'{"productId": "1"}')
+
+
+def test_header_binding_overrides_the_body() -> None:
+    checkout = route("POST", "/v1/orders")
+    body = json.dumps({"idempotencyKey": "from-body", "paymentToken": "tok_approve"}).encode()
+    assert (
+        transcode(checkout, body=body, headers={"idempotency-key": "from-header"}).idempotency_key
+        == "from-header"
+    )
+    assert transcode(checkout, body=body).idempotency_key == "from-body"
+    assert transcode(checkout, body=b"{}").idempotency_key == ""
+
+
+def test_page_size_is_capped_and_negative_refused() -> None:
+    listing = route("GET", "/v1/products")
+    assert transcode(listing, query=[("page_size", "5000")], max_page_size=100).page_size == 100
+    assert transcode(listing, query=[("pageSize", "7")]).page_size == 7
+    with pytest.raises(GatewayError):
+        transcode(listing, query=[("page_size", "-1")])
+
+
+def test_response_uses_proto3_json_names_and_prints_defaults() -> None:
+    reply = order_pb2.GetOrderResponse(order=order_pb2.Order(id="o1", user_id="u1", tracking_number=""))
+    data = response_json(route("GET", "/v1/orders/{order_id}"), reply)
+    assert data["order"]["id"] == "o1"
+    assert data["order"]["userId"] == "u1"
+    assert data["order"]["trackingNumber"] == ""
+    assert data["order"]["status"] == "ORDER_STATUS_UNSPECIFIED"
+    product = catalog_pb2.GetProductResponse(product=catalog_pb2.Product(id=12))
+    assert response_json(route("GET", "/v1/products/{product_id}"), product)["product"]["id"] == "12"
