@@ -96,6 +96,10 @@ def fetch_go_module(source: dict[str, Any], workdir: Path) -> Path:
     info = json.loads(out)
     if info.get("Error"):
         fail(f"go mod download {source['module']}@{source['version']}: {info['Error']}")
+    if source.get("go_sum") and info.get("Sum") != source["go_sum"]:
+        fail(
+            f"{source['module']}@{source['version']}: module sum {info.get('Sum')} != crds.lock {source['go_sum']}"
+        )
     return Path(info["Dir"]) / source["path"]
 
 

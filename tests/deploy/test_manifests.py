@@ -268,3 +268,19 @@ def test_prometheus_rule_carries_the_seed_alerts_on_the_seed_metrics() -> None:
     assert "inventory_oversell_total" in alerts["InventoryOversell"]["expr"]
     assert "search_latency_seconds_bucket" in alerts["SearchLatencyHigh"]["expr"]
     assert 'circuit_breaker_state{service="opensearch"}' in alerts["OpenSearchCircuitOpen"]["expr"]
+
+
+def test_prod_connection_budget_fits_max_connections_at_full_scale() -> None:
+    docs = build("prod")
+    hpas = of_kind(docs, "HorizontalPodAutoscaler")
+    budget = 0
+    for name, d in of_kind(docs, "Deployment").items():
+        env = {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+        if "SHOPMESH_DATABASE_URL" in env:
+            budget += hpas[name]["spec"]["maxReplicas"] * int(env["SHOPMESH_DB_POOL_MAX"])
+    for job in of_kind(docs, "CronJob").values():
+        env = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"]
+        budget += int({e["name"]: e.get("value") for e in env}["SHOPMESH_DB_POOL_MAX"])
+    cluster = of_kind(docs, "Cluster")["shopmesh-pg"]["spec"]
+    # CloudNativePG's own connections (replication, instance manager) and superuser_reserved need room
+    assert budget + 50 <= int(cluster["postgresql"]["parameters"]["max_connections"]), budget
