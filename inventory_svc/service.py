@@ -310,11 +310,12 @@ class InventoryService:
         validate_product_id(product_id)
         if warehouse_id <= 0:
             raise InvalidArgument("warehouse_id", "must be a positive id")
-        field = "quantity" if movement == Movement.RECEIVE else "delta"
         if movement == Movement.RECEIVE:
-            validate_quantity(delta, field)
+            if delta <= 0:
+                raise InvalidArgument("quantity", "must be greater than zero")
+            validate_adjust_delta(delta, "quantity")
         else:
-            validate_adjust_delta(delta, field)
+            validate_adjust_delta(delta, "delta")
         if len(reason) > 200:
             raise InvalidArgument("reason", "must be at most 200 characters")
         request_id = _validate_request_id(request_id)

