@@ -21,7 +21,7 @@ from pathlib import Path
 
 from infra.artifacts import check_wheels
 from infra.procs import InfraError, RunAs, is_running
-from infra.servers import SERVER_NAMES, Server, build_servers
+from infra.servers import SERVER_NAMES, STOP_ORDER, Server, build_servers
 from infra.settings import InfraSettings
 
 
@@ -68,9 +68,9 @@ class Infra:
         return launched
 
     def down(self, names: Sequence[str] = SERVER_NAMES) -> list[str]:
-        """Stop the named servers in reverse start order; return the ones that were running."""
+        """Stop the named servers (Kafka, OpenSearch, Valkey, PostgreSQL); return the ones that were running."""
         stopped = []
-        for name in reversed(SERVER_NAMES):
+        for name in STOP_ORDER:
             if name in names and self.servers[name].stop():
                 print(f"infra: stopped {name}")
                 stopped.append(name)

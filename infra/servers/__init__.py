@@ -11,6 +11,8 @@ from infra.servers.valkey import Valkey
 from infra.settings import InfraSettings
 
 SERVER_NAMES = ("postgres", "valkey", "kafka", "opensearch")
+# the brokers that clients write to go first, the database last
+STOP_ORDER = ("kafka", "opensearch", "valkey", "postgres")
 
 
 def build_servers(settings: InfraSettings, run_as: RunAs) -> dict[str, Server]:
@@ -23,4 +25,4 @@ def build_servers(settings: InfraSettings, run_as: RunAs) -> dict[str, Server]:
     return {server.name: server for server in servers}
 
 
-__all__ = ["SERVER_NAMES", "Server", "build_servers"]
+__all__ = ["SERVER_NAMES", "STOP_ORDER", "Server", "build_servers"]

@@ -51,6 +51,15 @@ class Server(ABC):
         """Checks and set-up that need the running server (databases, templates); none by default."""
         return None
 
+    def diagnostic_logs(self) -> list[Path]:
+        """Logs whose tails explain a failed start; subclasses add launcher/stdout logs."""
+        return [self.log_path]
+
+    def _log_tails(self) -> str:
+        return "\n".join(
+            f"--- last lines of {path}:\n{log_tail(path, 25)}" for path in self.diagnostic_logs()
+        )
+
     def running(self) -> bool:
         return is_running(self.pid(), self.marker)
 
@@ -95,13 +104,11 @@ class Server(ABC):
             except Exception as exc:
                 last_error = exc
             if launched and time.monotonic() > grace_until and not self.running():
-                raise InfraError(
-                    f"{self.name} exited during start-up; last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-                )
+                raise InfraError(f"{self.name} exited during start-up\n{self._log_tails()}")
             time.sleep(0.5)
         raise InfraError(
             f"{self.name} did not answer within {self.settings.infra_ready_timeout_seconds:.0f}s "
-            f"(last error: {last_error}); last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+            f"(last error: {last_error})\n{self._log_tails()}"
         )
 
     def stop(self) -> bool:

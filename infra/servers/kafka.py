@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -31,6 +32,9 @@ class Kafka(Server):
     @property
     def stdout_path(self) -> Path:
         return self.home / "stdout.log"
+
+    def diagnostic_logs(self) -> list[Path]:
+        return [self.stdout_path, self.log_path]  # JVM start-up errors only reach stdout
 
     @property
     def properties_path(self) -> Path:
@@ -104,6 +108,8 @@ class Kafka(Server):
 
     def launch(self) -> None:
         with self.stdout_path.open("ab") as out:
+            out.write(f"--- infra: starting kafka.Kafka at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+            out.flush()
             proc = subprocess.Popen(
                 [*self._java(heap=True), "kafka.Kafka", str(self.properties_path)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=self.home,

@@ -56,6 +56,13 @@ class OpenSearch(Server):
         return self.home / "logs" / f"{CLUSTER_NAME}.log"
 
     @property
+    def launcher_log(self) -> Path:
+        return self.home / "logs" / "launcher.log"
+
+    def diagnostic_logs(self) -> list[Path]:
+        return [self.launcher_log, self.log_path]
+
+    @property
     def pidfile(self) -> Path:
         return self.home / "opensearch.pid"
 
@@ -173,7 +180,7 @@ class OpenSearch(Server):
             self.run_as.wrap(["env", *env, str(install / "bin" / "opensearch"), "-d", "-p", str(self.pidfile),
                               *flags]),
             what="bin/opensearch -d", cwd=self.home, timeout=s.infra_ready_timeout_seconds,
-            log=self.home / "logs" / "launcher.log",
+            log=self.launcher_log,
         )  # fmt: skip
 
     def _client(self) -> httpx.Client:
