@@ -113,6 +113,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
                 buckets=settings.rate_limit_buckets(),
                 default_bucket=settings.default_bucket(),
                 retry_down_seconds=settings.rate_limit_retry_down_seconds,
+                key_prefix=settings.rate_limit_key_prefix,
             )
         upstreams = [
             Upstream(

@@ -45,9 +45,9 @@ class GatewaySettings(CommonSettings):
     rate_limits: str = ""  # overrides of DEFAULT_RATE_LIMITS, same syntax
     rate_limit_default: str = "60/30"  # for a class missing from both
     rate_limit_valkey_timeout_seconds: float = 0.25
-    rate_limit_retry_down_seconds: float = (
-        1.0  # after a Valkey failure, fail open without trying for this long
-    )
+    # after a Valkey failure, fail open without trying Valkey for this long
+    rate_limit_retry_down_seconds: float = 1.0
+    rate_limit_key_prefix: str = "shopmesh:ratelimit"  # tests give each session its own
     # routing: extra or overriding upstreams, "shop.audit.v1.AuditService=127.0.0.1:50054,..."
     service_addrs: str = ""
     docs_assets_dir: str = str(REPO_ROOT / "node_modules" / "swagger-ui-dist")
