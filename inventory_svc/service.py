@@ -35,6 +35,7 @@ from inventory_svc.model import (
     validate_quantity,
     validate_ttl,
 )
+from meshkit.audit import audit
 from meshkit.context import current_principal
 from meshkit.db import connection, transaction
 from meshkit.errors import DomainError, InvalidArgument, NotFound
@@ -345,6 +346,17 @@ class InventoryService:
                 reserved_delta=0,
                 reason=reason or None,
                 actor=_actor(),
+            )
+            await audit(
+                conn,
+                service="inventory_svc",
+                action=f"stock.{movement}",
+                resource=f"stock/{product_id}",
+                changes={
+                    "warehouse_id": warehouse_id,
+                    "quantity": {"before": row["quantity"] - delta, "after": row["quantity"]},
+                    "reason": reason,
+                },
             )
             await self._emit_stock_event(conn, product_id, movement, warehouse_id)
             return await self._stock(conn, product_id)

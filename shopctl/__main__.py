@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import typer
 
-from shopctl import token
+from shopctl import audit, token
 
 app = typer.Typer(no_args_is_help=True, help="Shopmesh operator CLI.", pretty_exceptions_enable=False)
+app.add_typer(audit.app, name="audit")
 app.add_typer(token.app, name="token")
 
 

@@ -51,6 +51,7 @@ PUBLIC_ROUTES = {
     ("POST", "/v1/orders/{order_id}:ship"): ("shop.order.v1.OrderService.ShipOrder", ADMIN, 200),
     ("POST", "/v1/orders/{order_id}:deliver"): ("shop.order.v1.OrderService.DeliverOrder", ADMIN, 200),
     ("POST", "/v1/orders/{order_id}:refund"): ("shop.order.v1.OrderService.RefundOrder", ADMIN, 200),
+    ("GET", "/v1/audit"): ("shop.audit.v1.AuditService.ListAuditRecords", ADMIN, 200),
 }
 
 # Fields the public contract names for bodies and query strings: they must exist on the request.
@@ -72,6 +73,7 @@ CONTRACT_FIELDS = {
     "shop.order.v1.CartService.UpdateCartItem": {"quantity"},
     "shop.order.v1.OrderService.Checkout": {"shipping_address", "billing_address", "payment_token"},
     "shop.order.v1.OrderService.ShipOrder": {"tracking_number"},
+    "shop.audit.v1.AuditService.ListAuditRecords": {"resource", "actor", "page_size", "page_token"},
 }
 
 # Reasons other code (gateway error table, services) relies on by name.

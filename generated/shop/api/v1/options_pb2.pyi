@@ -24,6 +24,8 @@ SUCCESS_STATUS_FIELD_NUMBER: _ClassVar[int]
 success_status: _descriptor.FieldDescriptor
 HEADER_BINDINGS_FIELD_NUMBER: _ClassVar[int]
 header_bindings: _descriptor.FieldDescriptor
+FANOUT_SERVICES_FIELD_NUMBER: _ClassVar[int]
+fanout_services: _descriptor.FieldDescriptor
 
 class HeaderBinding(_message.Message):
     __slots__ = ("header", "field")

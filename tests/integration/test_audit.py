@@ -1,0 +1,119 @@
+"""Audit trail against real PostgreSQL and real gRPC: one record per audited action, none for a
+rejected one, tamper evidence, admin-only reads, retention cutoffs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import grpc
+import psycopg
+import pytest
+from shop.audit.v1 import audit_pb2, audit_pb2_grpc
+from shop.inventory.v1 import inventory_pb2 as pb
+
+from shopctl.audit import retention_all, verify_all
+from tests.integration.inventory_helpers import admin_stub, new_product_id
+
+
+def audit_stub(mesh, subject: str, roles: tuple[str, ...]):
+    return audit_pb2_grpc.AuditServiceStub(mesh.channel("inventory_svc", subject, roles))
+
+
+async def test_each_audited_action_leaves_one_record_with_its_actor_and_a_rejected_one_none(mesh):
+    await mesh.start("inventory_svc")
+    product = new_product_id()
+    admin = admin_stub(mesh)  # subject "ops-admin"
+    await admin.ReceiveStock(pb.ReceiveStockRequest(product_id=product, warehouse_id=1, quantity=5))
+    await admin.AdjustStock(
+        pb.AdjustStockRequest(product_id=product, warehouse_id=1, delta=-2, reason="damaged")
+    )
+    with pytest.raises(grpc.aio.AioRpcError):
+        await admin.AdjustStock(pb.AdjustStockRequest(product_id=product, warehouse_id=1, delta=-50))
+    reply = await audit_stub(mesh, "ops-admin", ("admin",)).ListAuditRecords(
+        audit_pb2.ListAuditRecordsRequest(resource=f"stock/{product}")
+    )
+    assert [r.action for r in reply.records] == ["stock.adjust", "stock.receive"]  # newest first
+    assert {r.actor for r in reply.records} == {"ops-admin"}
+    assert all("admin" in r.actor_roles for r in reply.records)
+    adjust = reply.records[0]
+    assert adjust.changes["quantity"]["before"] == 5 and adjust.changes["quantity"]["after"] == 3
+    assert adjust.changes["reason"] == "damaged"
+    by_actor = await audit_stub(mesh, "ops-admin", ("admin",)).ListAuditRecords(
+        audit_pb2.ListAuditRecordsRequest(actor="ops-admin", page_size=1)
+    )
+    assert len(by_actor.records) == 1 and by_actor.next_page_token
+
+
+async def test_non_admins_cannot_read_the_audit_log(mesh):
+    await mesh.start("inventory_svc")
+    for roles in ((), ("service",)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await audit_stub(mesh, "someone", roles).ListAuditRecords(audit_pb2.ListAuditRecordsRequest())
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_verify_detects_an_edited_row_and_a_deleted_newest_row(mesh):
+    await mesh.start("inventory_svc")
+    admin = admin_stub(mesh)
+    edited_product, deleted_product = new_product_id(), new_product_id()
+    for product in (edited_product, deleted_product):
+        await admin.ReceiveStock(pb.ReceiveStockRequest(product_id=product, warehouse_id=1, quantity=5))
+        await admin.AdjustStock(pb.AdjustStockRequest(product_id=product, warehouse_id=1, delta=1))
+    assert not [
+        p
+        for p in (await verify_all(mesh.database_url))["inventory"]
+        if p.resource.endswith(str(edited_product))
+    ]
+    with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+        edited_id = conn.execute(
+            "UPDATE inventory.audit_log SET actor = 'mallory' WHERE resource = %s AND chain_seq = 1 RETURNING id",
+            (f"stock/{edited_product}",),
+        ).fetchone()[0]
+        conn.execute(
+            "DELETE FROM inventory.audit_log WHERE resource = %s AND chain_seq = 2",
+            (f"stock/{deleted_product}",),
+        )
+    try:
+        problems = (await verify_all(mesh.database_url))["inventory"]
+        edited = [p for p in problems if p.resource == f"stock/{edited_product}"]
+        deleted = [p for p in problems if p.resource == f"stock/{deleted_product}"]
+        assert any(p.record_id == edited_id and "edited" in p.problem for p in edited)
+        assert any("deleted" in p.problem for p in deleted)
+    finally:  # leave the shared database verifiable for other tests
+        with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+            for product in (edited_product, deleted_product):
+                conn.execute("DELETE FROM inventory.audit_log WHERE resource = %s", (f"stock/{product}",))
+                conn.execute(
+                    "DELETE FROM inventory.audit_chain_heads WHERE resource = %s", (f"stock/{product}",)
+                )
+
+
+async def test_retention_moves_and_purges_exactly_the_rows_past_each_cutoff(mesh):
+    await mesh.start("inventory_svc")
+    admin = admin_stub(mesh)
+    product = new_product_id()
+    await admin.ReceiveStock(pb.ReceiveStockRequest(product_id=product, warehouse_id=1, quantity=5))
+    resource = f"stock/{product}"
+
+    def counts() -> tuple[int, int]:
+        with psycopg.connect(mesh.database_url) as conn:
+            live = conn.execute(
+                "SELECT count(*) FROM inventory.audit_log WHERE resource = %s", (resource,)
+            ).fetchone()[0]
+            archived = conn.execute(
+                "SELECT count(*) FROM inventory.audit_log_archive WHERE resource = %s", (resource,)
+            ).fetchone()[0]
+        return live, archived
+
+    now = dt.datetime.now(dt.UTC)
+    await retention_all(now + dt.timedelta(days=300), database_url=mesh.database_url)
+    assert counts() == (1, 0)  # younger than a year: stays hot
+    await retention_all(now + dt.timedelta(days=400), batch_size=2, database_url=mesh.database_url)
+    assert counts() == (0, 1)  # past one year: archived, still verifiable
+    problems = (await verify_all(mesh.database_url))["inventory"]
+    assert not [p for p in problems if p.resource == resource]
+    await retention_all(now + dt.timedelta(days=3 * 365 + 1), database_url=mesh.database_url)
+    assert counts() == (0, 0)  # past three years: purged, and the chain still verifies from its new base
+    await admin.AdjustStock(pb.AdjustStockRequest(product_id=product, warehouse_id=1, delta=1))
+    problems = (await verify_all(mesh.database_url))["inventory"]
+    assert not [p for p in problems if p.resource == resource]
