@@ -23,9 +23,7 @@ from meshkit.settings import CommonSettings
 ROOT = Path(__file__).resolve().parents[2]
 GRPC_SERVICES = {"catalog": 50051, "inventory": 50052, "order": 50053}
 APPS = [*GRPC_SERVICES, "gateway"]
-# Settings the brief names for processes whose config.py may not exist yet; any config.py found adds
-# its own fields below, so a typo in a manifest is caught either way.
-EXPECTED_EXTRA_SETTINGS = {"SHOPMESH_JWT_SECRET", "SHOPMESH_JWT_AUDIENCE", "SHOPMESH_GATEWAY_PORT"}
+SETTINGS_MODULES = ("catalog_svc.config", "inventory_svc.config", "order_svc.config", "gateway.config")
 
 
 def kustomize() -> str:
@@ -70,16 +68,17 @@ def pod_specs(docs: tuple[dict[str, Any], ...]) -> dict[str, dict[str, Any]]:
 
 
 def known_settings() -> set[str]:
+    """Every SHOPMESH_* name some process reads: the fields of CommonSettings and of each config.py."""
     names = {f"SHOPMESH_{f.name.upper()}" for f in dataclasses.fields(CommonSettings)}
-    for module in ("catalog_svc.config", "inventory_svc.config", "order_svc.config", "gateway.config"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        for value in vars(mod).values():
-            if dataclasses.is_dataclass(value) and isinstance(value, type):
+    for module in SETTINGS_MODULES:
+        for value in vars(importlib.import_module(module)).values():
+            if (
+                isinstance(value, type)
+                and dataclasses.is_dataclass(value)
+                and issubclass(value, CommonSettings)
+            ):
                 names |= {f"SHOPMESH_{f.name.upper()}" for f in dataclasses.fields(value)}
-    return names | EXPECTED_EXTRA_SETTINGS
+    return names
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])
@@ -284,3 +283,31 @@ def test_prod_connection_budget_fits_max_connections_at_full_scale() -> None:
     cluster = of_kind(docs, "Cluster")["shopmesh-pg"]["spec"]
     # CloudNativePG's own connections (replication, instance manager) and superuser_reserved need room
     assert budget + 50 <= int(cluster["postgresql"]["parameters"]["max_connections"]), budget
+
+
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_servers_listen_on_the_pod_network(overlay: str) -> None:
+    docs = build(overlay)
+    assert config(docs)["SHOPMESH_GRPC_HOST"] == "0.0.0.0"
+    gateway = of_kind(docs, "Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    assert env["SHOPMESH_GATEWAY_HOST"] == "0.0.0.0"
+    assert {p["name"]: p["containerPort"] for p in gateway["ports"]}["http"] == int(
+        env["SHOPMESH_GATEWAY_PORT"]
+    )
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
+@pytest.mark.parametrize(("overlay", "shards", "replicas"), [("dev", "1", "0"), ("prod", "5", "1")])
+def test_catalog_creates_the_index_shape_of_its_environment(overlay: str, shards: str, replicas: str) -> None:
+    catalog = of_kind(build(overlay), "Deployment")["catalog"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in catalog["env"]}
+    assert (env["SHOPMESH_SEARCH_SHARDS"], env["SHOPMESH_SEARCH_REPLICAS"]) == (shards, replicas)
+    # the recommendations CronJob is the only scheduler of the nightly run
+    assert env["SHOPMESH_RECS_NIGHTLY_HOUR_UTC"] == "-1"
+
+
+def test_valkey_admits_the_gateway_for_rate_limits() -> None:
+    policy = of_kind(build("prod"), "NetworkPolicy")["valkey-from-owners"]["spec"]
+    allowed = policy["ingress"][0]["from"][0]["podSelector"]["matchExpressions"][0]["values"]
+    assert sorted(allowed) == sorted([*APPS, "shopctl"])
