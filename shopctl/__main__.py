@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import typer
 
-from shopctl import audit, token
+from shopctl import audit, inventory, outbox, token
 
 app = typer.Typer(no_args_is_help=True, help="Shopmesh operator CLI.", pretty_exceptions_enable=False)
 app.add_typer(audit.app, name="audit")
+app.add_typer(inventory.stock_app, name="stock")
+app.add_typer(inventory.reservations_app, name="reservations")
+app.add_typer(inventory.invariants_app, name="invariants")
+app.add_typer(outbox.app, name="outbox")
 app.add_typer(token.app, name="token")
 
 
