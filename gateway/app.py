@@ -24,13 +24,20 @@ from starlette.staticfiles import StaticFiles
 
 from gateway.auth import ANONYMOUS, InternalTokens, JwtVerifier
 from gateway.config import GatewaySettings
-from gateway.dispatch import Dispatcher, Upstream, json_response
+from gateway.dispatch import Dispatcher, FanoutUpstream, SingleCall, Upstream, json_response
 from gateway.errors import GatewayError
+from gateway.fanout import FanoutCall
 from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import build_openapi
 from gateway.ratelimit import RateLimiter
 from gateway.routes import Route as ApiRoute
-from gateway.routes import annotated_services, build_routes, import_generated_modules, upstream_address
+from gateway.routes import (
+    annotated_services,
+    area_address,
+    build_routes,
+    import_generated_modules,
+    upstream_address,
+)
 from meshkit.auth import TokenMinter
 from meshkit.clients import open_channel
 from meshkit.settings import load_settings
@@ -71,12 +78,38 @@ def load_api_routes() -> list[ApiRoute]:
     return build_routes(annotated_services(import_generated_modules()))
 
 
+def _upstream(route: ApiRoute, channels: dict[str, grpc.aio.Channel], settings: GatewaySettings) -> Upstream:
+    """A route's gRPC side: one service, or (fanout_services) one channel per area, merged."""
+    timeout = (
+        settings.checkout_timeout_seconds
+        if route.rate_limit_class == CHECKOUT_CLASS
+        else settings.request_timeout_seconds
+    )
+
+    def callable_on(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable:
+        return channel.unary_unary(
+            route.grpc_path,
+            request_serializer=route.request_class.SerializeToString,
+            response_deserializer=route.response_class.FromString,
+        )
+
+    if route.fanout_services:
+        calls = {area: callable_on(channels[area]) for area in route.fanout_services}
+        return FanoutUpstream(route=route, fanout=FanoutCall(route, calls, timeout))
+    return SingleCall(route=route, call=callable_on(channels[route.service.full_name]), timeout=timeout)
+
+
 def build_app(settings: GatewaySettings) -> Starlette:
     api_routes = load_api_routes()
     overrides = settings.upstream_overrides()
     addresses = {
-        route.service.full_name: upstream_address(route.service, settings, overrides) for route in api_routes
+        route.service.full_name: upstream_address(route.service, settings, overrides)
+        for route in api_routes
+        if not route.fanout_services
     }
+    addresses.update(
+        {area: area_address(area, settings) for route in api_routes for area in route.fanout_services}
+    )
     openapi_body = json_response(200, build_openapi(api_routes)).body
     verifier = JwtVerifier(
         key=settings.jwt_verification_key(),
@@ -93,14 +126,15 @@ def build_app(settings: GatewaySettings) -> Starlette:
         if settings.uses_demo_secret:
             log.warning("SHOPMESH_JWT_SECRET is the public demo secret: set your own outside a demo")
         anonymous_minter = TokenMinter(settings.internal_token_secret, ANONYMOUS)
-        channels = {
-            name: open_channel(
+        by_address = {
+            address: open_channel(
                 address,
                 token_provider=anonymous_minter.token,
                 default_timeout=settings.request_timeout_seconds,
             )
-            for name, address in sorted(set(addresses.items()))
-        }
+            for address in sorted(set(addresses.values()))
+        }  # one long-lived channel per upstream address, shared by its services
+        channels = {name: by_address[address] for name, address in addresses.items()}
         valkey_client = valkey_asyncio.from_url(
             settings.valkey_url,
             socket_timeout=settings.rate_limit_valkey_timeout_seconds,
@@ -115,22 +149,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
                 retry_down_seconds=settings.rate_limit_retry_down_seconds,
                 key_prefix=settings.rate_limit_key_prefix,
             )
-        upstreams = [
-            Upstream(
-                route=route,
-                call=channels[route.service.full_name].unary_unary(
-                    route.grpc_path,
-                    request_serializer=route.request_class.SerializeToString,
-                    response_deserializer=route.response_class.FromString,
-                ),
-                timeout=(
-                    settings.checkout_timeout_seconds
-                    if route.rate_limit_class == CHECKOUT_CLASS
-                    else settings.request_timeout_seconds
-                ),
-            )
-            for route in api_routes
-        ]
+        upstreams = [_upstream(route, channels, settings) for route in api_routes]
         state["dispatcher"] = Dispatcher(
             upstreams=upstreams,
             verifier=verifier,
@@ -152,7 +171,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
         try:
             yield
         finally:
-            for channel in channels.values():
+            for channel in by_address.values():
                 await channel.close(grace=None)
             await valkey_client.aclose()
 

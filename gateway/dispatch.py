@@ -7,9 +7,12 @@ may not use the route or is over its limit.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Protocol
 from urllib.parse import parse_qsl
 
 import grpc
+from google.protobuf.message import Message
 from shop.api.v1 import options_pb2
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,6 +20,7 @@ from starlette.responses import Response
 from gateway import metrics
 from gateway.auth import ANONYMOUS, InternalTokens, JwtVerifier
 from gateway.errors import GatewayError, bad_request, encode, from_rpc_error
+from gateway.fanout import FanoutCall
 from gateway.middleware import ROUTE_KEY, USER_KEY
 from gateway.ratelimit import RateLimiter
 from gateway.routes import Route
@@ -29,11 +33,36 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 JSON = "application/json"
 
 
+class Upstream(Protocol):
+    route: Route
+
+    async def invoke(self, message: Message, metadata: Sequence[tuple[str, str]]) -> tuple[Message, bool]:
+        """The reply and whether the service says it replayed a stored response."""
+        ...
+
+
 @dataclasses.dataclass
-class Upstream:
+class SingleCall:
     route: Route
     call: grpc.aio.UnaryUnaryMultiCallable
     timeout: float
+
+    async def invoke(self, message: Message, metadata: Sequence[tuple[str, str]]) -> tuple[Message, bool]:
+        call = self.call(message, metadata=metadata, timeout=self.timeout)
+        reply = await call
+        replayed = bool(self.route.header_bindings) and replayed_flag(
+            await call.initial_metadata(), await call.trailing_metadata()
+        )
+        return reply, replayed
+
+
+@dataclasses.dataclass
+class FanoutUpstream:
+    route: Route
+    fanout: FanoutCall
+
+    async def invoke(self, message: Message, metadata: Sequence[tuple[str, str]]) -> tuple[Message, bool]:
+        return await self.fanout(message, metadata), False
 
 
 @dataclasses.dataclass
@@ -103,21 +132,14 @@ class Dispatcher:
             max_page_size=self.max_page_size,
         )
         metadata = ((INTERNAL_TOKEN_HEADER, self.internal_tokens.token_for(principal)),)
-        call = upstream.call(message, metadata=metadata, timeout=upstream.timeout)
         try:
-            reply = await call
+            reply, replayed = await upstream.invoke(message, metadata)
         except grpc.aio.AioRpcError as error:
             metrics.upstream_errors_total.labels(route.service.name, error.code().name).inc()
             status, error_json = from_rpc_error(error)
-            headers = (
-                {REPLAYED_HEADER: "true"}
-                if _replayed(error.initial_metadata(), error.trailing_metadata())
-                else {}
-            )
-            return json_response(status, error_json, headers)
-        headers = {}
-        if route.header_bindings and _replayed(await call.initial_metadata(), await call.trailing_metadata()):
-            headers[REPLAYED_HEADER] = "true"
+            replayed = replayed_flag(error.initial_metadata(), error.trailing_metadata())
+            return json_response(status, error_json, {REPLAYED_HEADER: "true"} if replayed else None)
+        headers = {REPLAYED_HEADER: "true"} if replayed else None
         return json_response(route.success_status, response_json(route, reply), headers)
 
     def _authorize(self, route: Route, authorization: str | None) -> Principal:
@@ -167,7 +189,7 @@ def _too_large(limit: int) -> GatewayError:
     return error
 
 
-def _replayed(*metadata_sets: object) -> bool:
+def replayed_flag(*metadata_sets: object) -> bool:
     for metadata in metadata_sets:
         for key, value in metadata or ():  # type: ignore[attr-defined]
             if key == REPLAYED_METADATA_KEY and str(value).lower() == "true":

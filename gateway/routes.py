@@ -21,6 +21,8 @@ from shop.api.v1 import options_pb2
 from gateway.pathtemplate import PathTemplate, parse_template
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+# `fanout_services` arrived with the audit contract; read it only where the generated options have it
+FANOUT_OPTION = getattr(options_pb2, "fanout_services", None)
 
 
 class RouteConfigError(RuntimeError):
@@ -44,6 +46,7 @@ class Route:
     rate_limit_class: str
     success_status: int
     header_bindings: tuple[HeaderBinding, ...]
+    fanout_services: tuple[str, ...] = ()  # areas ("catalog", ...) that each serve a part of the answer
 
     @property
     def service(self) -> ServiceDescriptor:
@@ -134,6 +137,7 @@ def routes_for(service: ServiceDescriptor) -> list[Route]:
         )
         for binding in bindings:
             _check_field_path(method, binding.field)
+        fanout = tuple(options.Extensions[FANOUT_OPTION]) if FANOUT_OPTION is not None else ()
         for http_method, rule in _bindings(method):
             template = parse_template(_template_text(rule))
             for variable in template.variables:
@@ -151,6 +155,7 @@ def routes_for(service: ServiceDescriptor) -> list[Route]:
                     rate_limit_class=rate_class,
                     success_status=options.Extensions[options_pb2.success_status] or 200,
                     header_bindings=bindings,
+                    fanout_services=fanout,
                 )
             )
     return routes
@@ -166,6 +171,14 @@ def build_routes(services: Iterable[ServiceDescriptor]) -> list[Route]:
             raise RouteConfigError(f"{key} bound by both {seen[key]} and {route.method.full_name}")
         seen[key] = route.method.full_name
     return sorted(routes, key=lambda r: (-r.path.literal_count, len(r.path.variables)))
+
+
+def area_address(area: str, settings: object) -> str:
+    """SHOPMESH_<AREA>_ADDR, e.g. catalog -> settings.catalog_addr."""
+    address = getattr(settings, f"{area}_addr", "") if area else ""
+    if not address:
+        raise RouteConfigError(f"no address for the {area!r} services: set SHOPMESH_{area.upper()}_ADDR")
+    return address
 
 
 def upstream_address(service: ServiceDescriptor, settings: object, overrides: dict[str, str]) -> str:

@@ -1,0 +1,97 @@
+"""Rate limiting, CORS and fail-open over real HTTP: the gateway is restarted with small settings and
+restored afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+
+import pytest
+
+from tests.e2e.conftest import Gateway, new_user
+
+
+def product_id() -> int:
+    return 30_000_000 + int.from_bytes(secrets.token_bytes(3), "big") * 10 + os.getpid() % 10
+
+
+@pytest.fixture
+async def strict_gateway(gateway: Gateway):
+    await gateway.mesh.start("inventory_svc")
+    await gateway.restart(
+        SHOPMESH_RATE_LIMITS="browse=3/2,admin=2/0.2",
+        SHOPMESH_CORS_ORIGINS="https://shop.example",
+    )
+    try:
+        yield gateway
+    finally:
+        await gateway.restart()
+
+
+async def test_burst_past_the_bucket_gets_429_with_retry_after_then_refills(strict_gateway: Gateway) -> None:
+    client = strict_gateway.client
+    url = f"/v1/products/{product_id()}/stock"  # anonymous: bucketed per client IP
+    statuses = [(await client.get(url)).status_code for _ in range(3)]
+    assert statuses == [404, 404, 404]  # allowed through to inventory (unknown product)
+    limited = await client.get(url)
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "1"
+    error = limited.json()["error"]
+    assert error["status"] == "RESOURCE_EXHAUSTED"
+    assert error["details"][0]["reason"] == "RATE_LIMITED"
+    assert error["details"][0]["metadata"] == {"rate_limit_class": "browse", "retry_after_seconds": "1"}
+    await asyncio.sleep(1.1)  # 2 tokens/s
+    assert (await client.get(url)).status_code == 404
+    text = (await client.get("/metrics")).text
+    assert 'gateway_rate_limited_total{rate_limit_class="browse"}' in text
+
+
+async def test_users_have_their_own_buckets(strict_gateway: Gateway) -> None:
+    client = strict_gateway.client
+    alice = strict_gateway.auth(new_user("alice"), "admin")
+    bob = strict_gateway.auth(new_user("bob"), "admin")
+    url = f"/v1/products/{product_id()}/stock:adjust"
+    body = {"warehouseId": "1", "delta": 1}
+    assert [(await client.post(url, json=body, headers=alice)).status_code for _ in range(2)] == [200, 200]
+    refused = await client.post(url, json=body, headers=alice)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) == 5  # 0.2 tokens/s
+    assert (await client.post(url, json=body, headers=bob)).status_code == 200
+
+
+async def test_cors_is_configurable(strict_gateway: Gateway) -> None:
+    client = strict_gateway.client
+    preflight = await client.options(
+        "/v1/orders",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type,idempotency-key",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "idempotency-key" in preflight.headers["access-control-allow-headers"].lower()
+    reply = await client.get("/healthz", headers={"Origin": "https://shop.example"})
+    assert reply.headers["access-control-allow-origin"] == "https://shop.example"
+    assert "x-request-id" in reply.headers["access-control-expose-headers"].lower()
+    other = await client.get("/healthz", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_valkey_down_fails_open_and_is_counted(gateway: Gateway) -> None:
+    await gateway.mesh.start("inventory_svc")
+    await gateway.restart(SHOPMESH_VALKEY_URL="valkey://127.0.0.1:1/0", SHOPMESH_RATE_LIMITS="browse=1/0.01")
+    try:
+        url = f"/v1/products/{product_id()}/stock"
+        statuses = [(await gateway.client.get(url)).status_code for _ in range(5)]
+        assert statuses == [404] * 5  # a 1-token bucket would have refused 4 of them
+        text = (await gateway.client.get("/metrics")).text
+        line = next(
+            line
+            for line in text.splitlines()
+            if line.startswith('gateway_rate_limit_fail_open_total{rate_limit_class="browse"}')
+        )
+        assert float(line.split()[-1]) >= 5
+    finally:
+        await gateway.restart()
