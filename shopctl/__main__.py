@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import typer
 
-from shopctl import audit, inventory, outbox, token
+from shopctl import audit, catalog, inventory, outbox, token
 
 app = typer.Typer(no_args_is_help=True, help="Shopmesh operator CLI.", pretty_exceptions_enable=False)
 app.add_typer(audit.app, name="audit")
+app.add_typer(catalog.app, name="catalog")
+app.add_typer(catalog.search_app, name="search")
+app.add_typer(catalog.recs_app, name="recs")
 app.add_typer(inventory.stock_app, name="stock")
 app.add_typer(inventory.reservations_app, name="reservations")
 app.add_typer(inventory.invariants_app, name="invariants")

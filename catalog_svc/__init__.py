@@ -1,0 +1,1 @@
+"""catalog_svc: products, categories, faceted search (OpenSearch, PostgreSQL fallback), also-bought."""

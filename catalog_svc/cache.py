@@ -1,0 +1,158 @@
+"""Valkey caches that never fail a read: product rows and also-bought lists.
+
+Every call has a short timeout and goes through a circuit breaker, so while Valkey is down reads
+go straight to PostgreSQL without waiting on it (no error reaches the caller).
+
+Product entries are hashes {v: version, d: json} written by a script that refuses to replace a
+newer version: a reader that loaded an old row just before a write committed cannot put it back
+over the writer's fresh entry. Writers refresh the entry after commit, and TTLs bound the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import valkey.asyncio as valkey_asyncio
+from valkey.exceptions import ValkeyError
+
+from catalog_svc import metrics
+from catalog_svc.model import Attribute, Product
+from meshkit.circuit import CircuitBreaker
+
+log = logging.getLogger("catalog_svc.cache")
+T = TypeVar("T")
+
+SET_IF_NEWER = """
+local cur = redis.call('HGET', KEYS[1], 'v')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'd', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+class GuardedValkey:
+    """Runs Valkey calls with a timeout behind a breaker; failures become None (logged, counted)."""
+
+    def __init__(self, client: valkey_asyncio.Valkey, *, timeout: float, breaker: CircuitBreaker) -> None:
+        self.client = client
+        self._timeout = timeout
+        self._breaker = breaker
+
+    async def run(self, call: Callable[[], Awaitable[T]]) -> T | None:
+        permit = self._breaker.acquire()
+        if permit is None:
+            return None
+        try:
+            result = await asyncio.wait_for(call(), timeout=self._timeout)
+        except (ValkeyError, OSError, TimeoutError) as exc:
+            permit.failure()
+            log.warning("valkey call failed", extra={"error": repr(exc)[:200]})
+            return None
+        except BaseException:
+            permit.abandon()
+            raise
+        permit.success()
+        return result
+
+
+def product_json(product: Product) -> str:
+    return json.dumps(
+        {
+            "id": product.id,
+            "seller_id": product.seller_id,
+            "title": product.title,
+            "slug": product.slug,
+            "description": product.description,
+            "category_id": product.category_id,
+            "category_path": product.category_path,
+            "price": str(product.price),
+            "rating": str(product.rating),
+            "review_count": product.review_count,
+            "is_active": product.is_active,
+            "brand": product.brand,
+            "attributes": [[a.name, a.value] for a in product.attributes],
+            "version": product.version,
+            "created_at": product.created_at.isoformat(),
+            "updated_at": product.updated_at.isoformat(),
+        },
+        separators=(",", ":"),
+    )
+
+
+def product_from_json(raw: str | bytes) -> Product:
+    d: dict[str, Any] = json.loads(raw)
+    return Product(
+        id=d["id"],
+        seller_id=d["seller_id"],
+        title=d["title"],
+        slug=d["slug"],
+        description=d["description"],
+        category_id=d["category_id"],
+        category_path=d["category_path"],
+        price=Decimal(d["price"]),
+        rating=Decimal(d["rating"]),
+        review_count=d["review_count"],
+        is_active=d["is_active"],
+        brand=d["brand"],
+        attributes=tuple(Attribute(n, v) for n, v in d["attributes"]),
+        version=d["version"],
+        created_at=dt.datetime.fromisoformat(d["created_at"]),
+        updated_at=dt.datetime.fromisoformat(d["updated_at"]),
+    )
+
+
+class ProductCache:
+    def __init__(self, kv: GuardedValkey, *, ttl_seconds: int, prefix: str = "catalog:product:") -> None:
+        self._kv = kv
+        self._ttl = ttl_seconds
+        self._prefix = prefix
+        self._script = kv.client.register_script(SET_IF_NEWER)
+
+    def key(self, product_id: int) -> str:
+        return f"{self._prefix}{product_id}"
+
+    async def get_many(self, product_ids: Sequence[int]) -> dict[int, Product]:
+        if not product_ids:
+            return {}
+
+        async def fetch() -> list[Any]:
+            pipe = self._kv.client.pipeline(transaction=False)
+            for pid in product_ids:
+                pipe.hget(self.key(pid), "d")
+            return await pipe.execute()
+
+        raw = await self._kv.run(fetch)
+        if raw is None:
+            metrics.product_cache_requests_total.labels("error").inc(len(product_ids))
+            return {}
+        found: dict[int, Product] = {}
+        for pid, value in zip(product_ids, raw, strict=True):
+            if value is not None:
+                try:
+                    found[pid] = product_from_json(value)
+                except (ValueError, KeyError, TypeError):
+                    log.warning("unreadable cache entry ignored", extra={"product_id": pid})
+        metrics.product_cache_requests_total.labels("hit").inc(len(found))
+        metrics.product_cache_requests_total.labels("miss").inc(len(product_ids) - len(found))
+        return found
+
+    async def put_many(self, products: Sequence[Product]) -> None:
+        if not products:
+            return
+
+        async def store() -> None:
+            pipe = self._kv.client.pipeline(transaction=False)
+            for p in products:
+                await self._script(
+                    keys=[self.key(p.id)], args=[p.version, product_json(p), self._ttl], client=pipe
+                )
+            await pipe.execute()
+
+        await self._kv.run(store)

@@ -1,0 +1,109 @@
+"""Translations between catalog's domain types and its protobuf messages (API and events)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal, InvalidOperation
+
+from google.protobuf import timestamp_pb2
+from shop.catalog.v1 import catalog_pb2 as pb
+from shop.common.v1 import money_pb2
+
+from catalog_svc.model import Attribute, Category, Product, ProductDraft
+from catalog_svc.search_model import SearchPage
+from meshkit.errors import InvalidArgument
+
+CURRENCY = "USD"
+NANOS = Decimal(10**9)
+
+
+def money_pb(amount: Decimal) -> money_pb2.Money:
+    units = int(amount)
+    nanos = int((amount - units) * NANOS)
+    return money_pb2.Money(currency_code=CURRENCY, units=units, nanos=nanos)
+
+
+def decimal_of(field: str, money: money_pb2.Money) -> Decimal:
+    if money.currency_code not in ("", CURRENCY):
+        raise InvalidArgument(field, f"currency must be {CURRENCY}")
+    if (money.units > 0 and money.nanos < 0) or (money.units < 0 and money.nanos > 0):
+        raise InvalidArgument(field, "units and nanos must have the same sign")
+    if abs(money.nanos) >= 10**9:
+        raise InvalidArgument(field, "nanos out of range")
+    try:
+        return Decimal(money.units) + Decimal(money.nanos) / NANOS
+    except InvalidOperation as exc:  # pragma: no cover - ints always convert
+        raise InvalidArgument(field, "not an amount") from exc
+
+
+def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def product_pb(p: Product) -> pb.Product:
+    return pb.Product(
+        id=p.id,
+        seller_id=p.seller_id,
+        title=p.title,
+        slug=p.slug,
+        description=p.description,
+        category_id=p.category_id or 0,
+        category_path=p.category_path,
+        price=money_pb(p.price),
+        rating=float(p.rating),
+        review_count=p.review_count,
+        is_active=p.is_active,
+        brand=p.brand,
+        attributes=[pb.ProductAttribute(name=a.name, value=a.value) for a in p.attributes],
+        create_time=timestamp(p.created_at),
+        update_time=timestamp(p.updated_at),
+    )
+
+
+def draft_of(message: pb.Product, *, prefix: str = "product") -> ProductDraft:
+    """The writable fields of a request's product (validated later by model.validate_draft)."""
+    return ProductDraft(
+        seller_id=message.seller_id,
+        title=message.title,
+        price=decimal_of(f"{prefix}.price", message.price),
+        slug=message.slug,
+        description=message.description,
+        category_id=message.category_id or None,
+        rating=Decimal(repr(message.rating)),
+        review_count=message.review_count,
+        brand=message.brand,
+        attributes=tuple(Attribute(a.name, a.value) for a in message.attributes),
+    )
+
+
+def category_pb(c: Category) -> pb.Category:
+    return pb.Category(
+        id=c.id, parent_id=c.parent_id or 0, name=c.name, slug=c.slug, path=c.path, depth=c.depth
+    )
+
+
+def search_response(page: SearchPage) -> pb.SearchProductsResponse:
+    facets = pb.SearchFacets(
+        categories=[pb.FacetBucket(value=v, count=n) for v, n in page.facets.categories],
+        brands=[pb.FacetBucket(value=v, count=n) for v, n in page.facets.brands],
+        in_stock_count=page.facets.in_stock_count,
+    )
+    for r, n in page.facets.price_ranges:
+        bucket = facets.price_ranges.add(key=r.key, count=n)
+        if r.low is not None:
+            bucket.from_price = float(r.low)
+        if r.high is not None:
+            bucket.to_price = float(r.high)
+    return pb.SearchProductsResponse(
+        results=[
+            pb.SearchResult(product=product_pb(h.product), in_stock=h.in_stock, score=h.score)
+            for h in page.hits
+        ],
+        facets=facets,
+        fallback=page.fallback,
+        total_hits=page.total,
+        page=page.page,
+        page_size=page.page_size,
+    )

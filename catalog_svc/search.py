@@ -1,0 +1,154 @@
+"""The search use case: validate, run on OpenSearch through the circuit breaker, or on PostgreSQL
+when the breaker is open or OpenSearch fails; record latency per engine and a search log entry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+
+from opensearchpy.exceptions import OpenSearchException
+from psycopg_pool import AsyncConnectionPool
+
+from catalog_svc import metrics, search_os, search_sql, store
+from catalog_svc.index_client import SearchIndex
+from catalog_svc.model import CategoryNotFound
+from catalog_svc.search_model import SearchPage, SearchQuery, validate_search
+from meshkit.circuit import CircuitBreaker
+from meshkit.db import connection
+
+log = logging.getLogger("catalog_svc.search")
+
+# what counts against OpenSearch: its client errors (transport, HTTP status), timeouts, sockets
+ENGINE_ERRORS = (OpenSearchException, TimeoutError, OSError)
+
+
+class CategoryPaths:
+    """Known category paths, reloaded at most once a second when an unknown one is asked for."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, min_reload_seconds: float = 1.0) -> None:
+        self._pool = pool
+        self._paths: set[str] = set()
+        self._loaded_at = float("-inf")
+        self._min_reload = min_reload_seconds
+
+    async def exists(self, path: str) -> bool:
+        if path in self._paths:
+            return True
+        if time.monotonic() - self._loaded_at >= self._min_reload:
+            async with connection(self._pool) as conn:
+                self._paths = {c.path for c in await store.list_categories(conn)}
+            self._loaded_at = time.monotonic()
+        return path in self._paths
+
+
+class SearchLogWriter:
+    """Buffers log entries and inserts them in batches, off the request path (bounded, drops when full)."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, max_queue: int, flush_seconds: float = 1.0) -> None:
+        self._pool = pool
+        self._queue: asyncio.Queue[tuple[str, str, int, str, float]] = asyncio.Queue(maxsize=max_queue)
+        self._flush_seconds = flush_seconds
+
+    def record(self, query: SearchQuery, *, result_count: int, engine: str, took_ms: float) -> None:
+        entry = (query.q, json.dumps(query.filters_for_log()), result_count, engine, round(took_ms, 3))
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            metrics.search_log_dropped_total.inc()
+
+    async def flush(self) -> int:
+        rows = []
+        while not self._queue.empty() and len(rows) < 1000:
+            rows.append(self._queue.get_nowait())
+        if rows:
+            async with connection(self._pool) as conn:
+                await store.insert_search_log(conn, rows)
+        return len(rows)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self._flush_seconds)
+                while await self.flush() == 1000:
+                    pass
+        finally:
+            with contextlib.suppress(Exception):
+                await self.flush()
+
+
+class SearchService:
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool,
+        index: SearchIndex,
+        breaker: CircuitBreaker,
+        search_log: SearchLogWriter,
+        max_pages: int,
+    ) -> None:
+        self._pool = pool
+        self._index = index
+        self._breaker = breaker
+        self._log = search_log
+        self._max_pages = max_pages
+        self._categories = CategoryPaths(pool)
+
+    async def search(
+        self,
+        *,
+        q: str = "",
+        category_path: str = "",
+        min_price: float | None = None,
+        max_price: float | None = None,
+        brands: Sequence[str] = (),
+        min_rating: float | None = None,
+        in_stock: bool = False,
+        page: int = 0,
+    ) -> SearchPage:
+        query = validate_search(
+            q=q,
+            category_path=category_path,
+            min_price=min_price,
+            max_price=max_price,
+            brands=brands,
+            min_rating=min_rating,
+            in_stock=in_stock,
+            page=page,
+            max_pages=self._max_pages,
+        )
+        if query.category_path and not await self._categories.exists(query.category_path):
+            raise CategoryNotFound("category_path", query.category_path)
+        started = time.perf_counter()
+        result = await self._on_opensearch(query)
+        engine = "opensearch"
+        if result is None:
+            engine = "postgres"
+            async with connection(self._pool) as conn:
+                result = await search_sql.search(conn, query)
+        took = time.perf_counter() - started
+        metrics.search_latency_seconds.labels(query.query_type, engine).observe(took)
+        self._log.record(query, result_count=result.total, engine=engine, took_ms=took * 1000)
+        return result
+
+    async def _on_opensearch(self, query: SearchQuery) -> SearchPage | None:
+        """The OpenSearch answer, or None when the fallback must answer."""
+        permit = self._breaker.acquire()
+        if permit is None:
+            metrics.search_fallbacks_total.labels("breaker_open").inc()
+            return None
+        try:
+            response = await self._index.search(search_os.query_body(query))
+        except ENGINE_ERRORS as exc:
+            permit.failure()
+            metrics.search_fallbacks_total.labels("error").inc()
+            log.warning("opensearch search failed; using postgres", extra={"error": repr(exc)[:300]})
+            return None
+        except BaseException:
+            permit.abandon()
+            raise
+        permit.success()
+        return search_os.parse_response(query, response)

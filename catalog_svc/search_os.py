@@ -1,0 +1,275 @@
+"""OpenSearch side of search, as data: index settings and mapping, documents, the query body, and
+reading a response back. Pure functions; the client calls live in index_client.py.
+
+The query follows the seed's structure:
+
+  function_score
+    query: bool { must: multi_match(title^3, description) or match_all,
+                  filter: is_active, category_path term, price range, brand terms, rating range,
+                          in_stock term }
+    functions (score_mode "sum", boost_mode "multiply"):
+      weight 1 (baseline), in_stock=true -> weight 2, rating sqrt x1.2, review_count log1p x1.1
+  aggs: categories (terms on category_path, 20), brands (terms, 50), the five price ranges,
+        an in-stock count (filter)
+  from = page * 20, size = 20; ties broken by id (newest id first) so pages are stable.
+
+Why "sum" and a baseline: the seed fixes the functions but not how they combine. With "multiply",
+a product with no reviews (log1p(0) = 0) or no rating (sqrt(0) = 0) would score 0 whatever its
+relevance, so new products would sink below everything. Summing keeps every factor a boost:
+relevance x (1 + 2 in_stock + sqrt(1.2 rating) + log10(1 + 1.1 reviews)). The PostgreSQL fallback
+uses the same factor (search_model.business_factor).
+
+Text semantics match the fallback's plainto_tsquery: every word must occur, in the title or the
+description (cross_fields + operator and), english analyzer on both sides.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from catalog_svc.model import Attribute, Product
+from catalog_svc.search_model import (
+    BRAND_FACET_SIZE,
+    CATEGORY_FACET_SIZE,
+    IN_STOCK_WEIGHT,
+    PAGE_SIZE,
+    PRICE_RANGES,
+    RATING_FACTOR,
+    REVIEW_FACTOR,
+    Facets,
+    SearchHit,
+    SearchPage,
+    SearchQuery,
+)
+
+MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "id": {"type": "long"},
+        "seller_id": {"type": "long"},
+        "title": {"type": "text", "analyzer": "english"},
+        "slug": {"type": "keyword", "index": False},
+        "description": {"type": "text", "analyzer": "english"},
+        "category_id": {"type": "keyword"},
+        # every ancestor path and the category's own, so a term filter matches descendants
+        "category_path": {"type": "keyword"},
+        "category_full_path": {"type": "keyword", "index": False},
+        "brand": {"type": "keyword"},
+        "price": {"type": "float"},
+        "rating": {"type": "float"},
+        "review_count": {"type": "integer"},
+        "in_stock": {"type": "boolean"},
+        "is_active": {"type": "boolean"},
+        "attributes": {
+            "type": "nested",
+            "properties": {"name": {"type": "keyword"}, "value": {"type": "keyword"}},
+        },
+        "catalog_version": {"type": "long"},
+        "inventory_version": {"type": "long"},
+        "created_at": {"type": "date"},
+        "updated_at": {"type": "date"},
+    },
+}
+
+SOURCE_FIELDS = [
+    "id",
+    "seller_id",
+    "title",
+    "slug",
+    "description",
+    "category_id",
+    "category_full_path",
+    "brand",
+    "price",
+    "rating",
+    "review_count",
+    "in_stock",
+    "is_active",
+    "attributes",
+    "catalog_version",
+    "created_at",
+    "updated_at",
+]
+
+
+def index_body(*, shards: int, replicas: int, refresh_interval: str) -> dict[str, Any]:
+    return {
+        "settings": {
+            "index": {
+                "number_of_shards": shards,
+                "number_of_replicas": replicas,
+                "refresh_interval": refresh_interval,
+            }
+        },
+        "mappings": MAPPING,
+    }
+
+
+def ancestor_paths(path: str) -> list[str]:
+    """'a/b/c' -> ['a', 'a/b', 'a/b/c']."""
+    if not path:
+        return []
+    parts = path.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def document(product: Product, *, in_stock: bool, inventory_version: int) -> dict[str, Any]:
+    return {
+        "id": product.id,
+        "seller_id": product.seller_id,
+        "title": product.title,
+        "slug": product.slug,
+        "description": product.description,
+        "category_id": str(product.category_id) if product.category_id else None,
+        "category_path": ancestor_paths(product.category_path),
+        "category_full_path": product.category_path,
+        "brand": product.brand or None,
+        "price": float(product.price),
+        "rating": float(product.rating),
+        "review_count": product.review_count,
+        "in_stock": in_stock,
+        "is_active": product.is_active,
+        "attributes": [{"name": a.name, "value": a.value} for a in product.attributes],
+        "catalog_version": product.version,
+        "inventory_version": inventory_version,
+        "created_at": product.created_at.isoformat(),
+        "updated_at": product.updated_at.isoformat(),
+    }
+
+
+def document_version(doc: dict[str, Any]) -> int:
+    """External version of a document: both per-product versions only grow, so their sum does."""
+    return int(doc["catalog_version"]) + int(doc["inventory_version"])
+
+
+def filters(query: SearchQuery) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"term": {"is_active": True}}]
+    if query.category_path:
+        out.append({"term": {"category_path": query.category_path}})
+    if query.min_price is not None or query.max_price is not None:
+        bounds: dict[str, float] = {}
+        if query.min_price is not None:
+            bounds["gte"] = float(query.min_price)
+        if query.max_price is not None:
+            bounds["lte"] = float(query.max_price)
+        out.append({"range": {"price": bounds}})
+    if query.brands:
+        out.append({"terms": {"brand": list(query.brands)}})
+    if query.min_rating is not None:
+        out.append({"range": {"rating": {"gte": float(query.min_rating)}}})
+    if query.in_stock:
+        out.append({"term": {"in_stock": True}})
+    return out
+
+
+def query_body(query: SearchQuery) -> dict[str, Any]:
+    if query.q:
+        must: dict[str, Any] = {
+            "multi_match": {
+                "query": query.q,
+                "fields": ["title^3", "description"],
+                "type": "cross_fields",
+                "operator": "and",
+                "zero_terms_query": "none",
+            }
+        }
+    else:
+        must = {"match_all": {}}
+    price_ranges = []
+    for r in PRICE_RANGES:
+        bucket: dict[str, Any] = {"key": r.key}
+        if r.low is not None:
+            bucket["from"] = float(r.low)
+        if r.high is not None:
+            bucket["to"] = float(r.high)
+        price_ranges.append(bucket)
+    return {
+        "from": query.page * PAGE_SIZE,
+        "size": PAGE_SIZE,
+        "track_total_hits": True,
+        "_source": SOURCE_FIELDS,
+        "query": {
+            "function_score": {
+                "query": {"bool": {"must": [must], "filter": filters(query)}},
+                "functions": [
+                    {"weight": 1},
+                    {"filter": {"term": {"in_stock": True}}, "weight": IN_STOCK_WEIGHT},
+                    {
+                        "field_value_factor": {
+                            "field": "rating",
+                            "modifier": "sqrt",
+                            "factor": RATING_FACTOR,
+                            "missing": 0,
+                        }
+                    },
+                    {
+                        "field_value_factor": {
+                            "field": "review_count",
+                            "modifier": "log1p",
+                            "factor": REVIEW_FACTOR,
+                            "missing": 0,
+                        }
+                    },
+                ],
+                "score_mode": "sum",
+                "boost_mode": "multiply",
+            }
+        },
+        "sort": [{"_score": "desc"}, {"id": "desc"}],
+        "aggs": {
+            "categories": {"terms": {"field": "category_path", "size": CATEGORY_FACET_SIZE}},
+            "brands": {"terms": {"field": "brand", "size": BRAND_FACET_SIZE}},
+            "price_ranges": {"range": {"field": "price", "ranges": price_ranges}},
+            "in_stock": {"filter": {"term": {"in_stock": True}}},
+        },
+    }
+
+
+def product_from_source(src: dict[str, Any]) -> Product:
+    category_id = src.get("category_id")
+    return Product(
+        id=int(src["id"]),
+        seller_id=int(src["seller_id"]),
+        title=src["title"],
+        slug=src["slug"],
+        description=src.get("description") or "",
+        category_id=int(category_id) if category_id else None,
+        category_path=src.get("category_full_path") or "",
+        price=Decimal(repr(src["price"])).quantize(Decimal("0.01")),
+        rating=Decimal(repr(src["rating"])).quantize(Decimal("0.1")),
+        review_count=int(src["review_count"]),
+        is_active=bool(src["is_active"]),
+        brand=src.get("brand") or "",
+        attributes=tuple(Attribute(a["name"], a["value"]) for a in src.get("attributes") or ()),
+        version=int(src["catalog_version"]),
+        created_at=dt.datetime.fromisoformat(src["created_at"]),
+        updated_at=dt.datetime.fromisoformat(src["updated_at"]),
+    )
+
+
+def parse_response(query: SearchQuery, response: dict[str, Any]) -> SearchPage:
+    hits = tuple(
+        SearchHit(
+            product=product_from_source(hit["_source"]),
+            in_stock=bool(hit["_source"]["in_stock"]),
+            score=float(hit.get("_score") or 0.0),
+        )
+        for hit in response["hits"]["hits"]
+    )
+    aggs = response["aggregations"]
+    by_key = {b["key"]: int(b["doc_count"]) for b in aggs["price_ranges"]["buckets"]}
+    facets = Facets(
+        categories=tuple((b["key"], int(b["doc_count"])) for b in aggs["categories"]["buckets"]),
+        brands=tuple((b["key"], int(b["doc_count"])) for b in aggs["brands"]["buckets"]),
+        price_ranges=tuple((r, by_key.get(r.key, 0)) for r in PRICE_RANGES),
+        in_stock_count=int(aggs["in_stock"]["doc_count"]),
+    )
+    return SearchPage(
+        hits=hits,
+        facets=facets,
+        total=int(response["hits"]["total"]["value"]),
+        page=query.page,
+        fallback=False,
+    )
