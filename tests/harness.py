@@ -108,6 +108,9 @@ class Mesh:
             "SHOPMESH_SHUTDOWN_GRACE_SECONDS": "2",
             "SHOPMESH_LOG_LEVEL": "INFO",
             "SHOPMESH_TEST_SUFFIX": suffix,
+            # catalog: its own search alias and Valkey key namespace, away from `make run` data
+            "SHOPMESH_SEARCH_INDEX_ALIAS": f"products-test-{suffix}",
+            "SHOPMESH_CACHE_KEY_PREFIX": f"test-{suffix}:",
             **self.topics,
             **{ADDR_ENV[name]: f"127.0.0.1:{port}" for name, port in self.ports.items()},
         }
