@@ -189,5 +189,6 @@ def _run_worker(
     settings: CommonSettings, *, schema: str, package: str, setup: Setup, worker_index: int
 ) -> None:
     configure_tracing(settings.service_name, settings.otlp_endpoint)
-    instrument_grpc()
+    if settings.otlp_endpoint:  # spans cost CPU on every RPC: only when they go somewhere
+        instrument_grpc()
     asyncio.run(_serve(settings, schema=schema, package=package, setup=setup, worker_index=worker_index))
