@@ -1,0 +1,1 @@
+"""order_svc: cart, exactly-once checkout with payment, order lifecycle, events, archival."""

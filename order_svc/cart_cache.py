@@ -1,0 +1,72 @@
+"""Valkey cache of rendered carts (reads outnumber writes about 10:1), invalidated on every write.
+
+Two keys per user: `cart:<user>` = "<generation>|<serialized Cart>" and `cartgen:<user>`, a counter
+every write bumps after its transaction commits. A reader notes the generation before reading
+PostgreSQL and stores its result tagged with it; an entry whose tag differs from the current
+generation is a miss. So a reader that raced a writer can never install a cart older than the
+write (the plain "delete on write" race). Entries also expire after `ttl` (titles and prices come
+from the catalog and change without a cart write). Valkey errors make every call a miss or a no-op:
+the cart is then served from PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import valkey.asyncio as valkey_asyncio
+
+from meshkit.idempotency import VALKEY_ERRORS
+from order_svc import metrics
+
+log = logging.getLogger("order_svc.cart_cache")
+
+
+class CartCache:
+    def __init__(self, client: valkey_asyncio.Valkey, *, ttl_seconds: int) -> None:
+        self._client = client
+        self._ttl = ttl_seconds
+
+    @staticmethod
+    def _keys(user_id: str) -> tuple[str, str]:
+        return f"cart:{user_id}", f"cartgen:{user_id}"
+
+    async def get(self, user_id: str) -> tuple[bytes | None, bytes]:
+        """(cached cart or None, current generation to tag a fresh entry with)."""
+        entry_key, gen_key = self._keys(user_id)
+        try:
+            entry, generation = await self._client.mget(entry_key, gen_key)
+        except VALKEY_ERRORS as exc:
+            self._error("get", exc)
+            metrics.cart_cache_requests_total.labels("error").inc()
+            return None, b""
+        generation = generation or b"0"
+        if entry is not None:
+            tag, _, data = bytes(entry).partition(b"|")
+            if tag == generation:
+                metrics.cart_cache_requests_total.labels("hit").inc()
+                return data, generation
+        metrics.cart_cache_requests_total.labels("miss").inc()
+        return None, generation
+
+    async def put(self, user_id: str, generation: bytes, data: bytes) -> None:
+        if not generation:  # Valkey was failing when we read: do not write a possibly stale entry
+            return
+        entry_key, _ = self._keys(user_id)
+        try:
+            await self._client.set(entry_key, generation + b"|" + data, ex=self._ttl)
+        except VALKEY_ERRORS as exc:
+            self._error("put", exc)
+
+    async def invalidate(self, user_id: str) -> None:
+        entry_key, gen_key = self._keys(user_id)
+        try:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.incr(gen_key)
+                pipe.expire(gen_key, self._ttl * 2)
+                pipe.delete(entry_key)
+                await pipe.execute()
+        except VALKEY_ERRORS as exc:
+            self._error("invalidate", exc)
+
+    def _error(self, operation: str, exc: BaseException) -> None:
+        log.warning("cart cache unavailable", extra={"operation": operation, "error": repr(exc)[:200]})

@@ -1,0 +1,64 @@
+"""order-events written through meshkit's outbox, in the transaction of the change they describe.
+
+Keyed by order id (per-order order on one partition); `version` is the order row's version after
+the change (order_created is 1), so consumers can drop stale or repeated events.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from psycopg import AsyncConnection
+from shop.events.v1 import events_pb2
+
+from meshkit.outbox import add_event
+from order_svc.convert import money, order_out, order_status, timestamp
+from order_svc.model import Order, OrderStatus
+
+ORDER_CREATED = "order.created"
+ORDER_STATUS_CHANGED = "order.status_changed"
+
+
+async def order_created(conn: AsyncConnection, *, topic: str, order: Order) -> uuid.UUID:
+    event_id = uuid.uuid4()
+    event = events_pb2.OrderEvent(
+        event_id=str(event_id),
+        order_id=str(order.id),
+        version=order.version,
+        occurred_at=timestamp(dt.datetime.now(dt.UTC)),
+        order_created=events_pb2.OrderCreated(
+            user_id=order.user_id, lines=order_out(order).lines, total=money(order.total)
+        ),
+    )
+    return await add_event(
+        conn,
+        topic=topic,
+        key=str(order.id),
+        event_type=ORDER_CREATED,
+        payload=event.SerializeToString(),
+        event_id=event_id,
+    )
+
+
+async def status_changed(
+    conn: AsyncConnection, *, topic: str, order: Order, from_status: OrderStatus
+) -> uuid.UUID:
+    event_id = uuid.uuid4()
+    event = events_pb2.OrderEvent(
+        event_id=str(event_id),
+        order_id=str(order.id),
+        version=order.version,
+        occurred_at=timestamp(dt.datetime.now(dt.UTC)),
+        order_status_changed=events_pb2.OrderStatusChanged(
+            from_status=order_status(from_status), to_status=order_status(order.status), user_id=order.user_id
+        ),
+    )
+    return await add_event(
+        conn,
+        topic=topic,
+        key=str(order.id),
+        event_type=ORDER_STATUS_CHANGED,
+        payload=event.SerializeToString(),
+        event_id=event_id,
+    )

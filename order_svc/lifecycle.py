@@ -1,0 +1,204 @@
+"""Order lifecycle after checkout: read, list, cancel, ship, deliver, refund.
+
+Cancel (of a PAID order) and refund have remote effects: refund the payment, restock the units.
+They run as a small saga: (1) record the intent (`transition_to`) with a conditional UPDATE, which
+also blocks ship/deliver from racing; (2) refund and restock, each idempotent (provider key, order
+id); (3) move the status and write the event. A crash after (1) leaves the intent, which the
+recovery job completes, so refund and restock each happen exactly once.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import uuid
+
+from psycopg_pool import AsyncConnectionPool
+
+from meshkit.context import Principal
+from meshkit.db import transaction
+from meshkit.errors import Aborted, InvalidArgument
+from order_svc import events, store
+from order_svc.config import OrderSettings
+from order_svc.model import (
+    MAX_REASON_LENGTH,
+    MAX_TRACKING_LENGTH,
+    TRANSITIONS,
+    CheckoutAbandoned,
+    InvalidTransition,
+    Order,
+    OrderNotFound,
+    OrderStatus,
+    PaymentStatus,
+    check_transition,
+    parse_order_id,
+    validate_text,
+)
+from order_svc.peers import InventoryClient
+from order_svc.saga import OrderSaga, Superseded, payment_key
+
+MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
+
+
+def encode_page_token(order: Order) -> str:
+    raw = json.dumps({"c": order.created_at.isoformat(), "i": str(order.id)}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        return dt.datetime.fromisoformat(data["c"]), uuid.UUID(data["i"])
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument("page_token", "not a token returned by ListOrders") from None
+
+
+class OrderLifecycle:
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool,
+        inventory: InventoryClient,
+        saga: OrderSaga,
+        settings: OrderSettings,
+    ) -> None:
+        self._pool = pool
+        self._inventory = inventory
+        self._saga = saga
+        self._topic = settings.topic_order_events
+        self._lease_seconds = settings.idempotency_lease_seconds
+
+    async def get(self, principal: Principal, raw_id: str) -> Order:
+        order_id = parse_order_id(raw_id)
+        async with transaction(self._pool) as conn:
+            found = await store.get_order(conn, order_id)
+        if found is None or (found[1].user_id != principal.subject and not principal.is_admin):
+            raise OrderNotFound(order_id)  # another user's order looks exactly like a missing one
+        return found[1]
+
+    async def list(self, user_id: str, *, page_size: int, page_token: str) -> tuple[list[Order], str]:
+        if page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        after = decode_page_token(page_token) if page_token else None
+        async with transaction(self._pool) as conn:
+            orders = await store.list_orders(conn, user_id, after=after, limit=size + 1)
+        more = len(orders) > size
+        orders = orders[:size]
+        return orders, encode_page_token(orders[-1]) if more else ""
+
+    async def ship(self, raw_id: str, tracking_number: str) -> Order:
+        validate_text(tracking_number, "tracking_number", MAX_TRACKING_LENGTH, required=True)
+        return await self._move(
+            parse_order_id(raw_id), OrderStatus.SHIPPED, changes={"tracking_number": tracking_number.strip()}
+        )
+
+    async def deliver(self, raw_id: str) -> Order:
+        return await self._move(parse_order_id(raw_id), OrderStatus.DELIVERED)
+
+    async def cancel(self, principal: Principal, raw_id: str, reason: str) -> Order:
+        validate_text(reason, "reason", MAX_REASON_LENGTH)
+        order = await self.get(principal, raw_id)
+        if order.status == OrderStatus.CANCELLED:
+            return order  # cancelling twice is harmless, as the contract says
+        if order.status == OrderStatus.PENDING:
+            return await self._cancel_pending(order)
+        return await self._compensated_move(order, OrderStatus.CANCELLED, reason or "cancelled")
+
+    async def refund(self, raw_id: str, reason: str) -> Order:
+        validate_text(reason, "reason", MAX_REASON_LENGTH)
+        order_id = parse_order_id(raw_id)
+        async with transaction(self._pool) as conn:
+            found = await store.get_order(conn, order_id)
+        if found is None:
+            raise OrderNotFound(order_id)
+        return await self._compensated_move(found[1], OrderStatus.REFUNDED, reason or "refunded")
+
+    async def finish_transition(self, order: Order) -> Order:
+        """Steps 2-3 of a recorded cancel/refund (also what recovery runs for one left half-done)."""
+        assert order.transition_to is not None
+        if order.payment_status in (PaymentStatus.CAPTURED, PaymentStatus.REFUNDED):
+            await self._saga.payments.refund(payment_key(order.id))
+        await self._inventory.restock(order.id, reason=order.transition_to.value)
+        changes: dict[str, object] = {"transition_to": None, "transition_reason": None}
+        if order.payment_status in (PaymentStatus.CAPTURED, PaymentStatus.REFUNDED):
+            changes["payment_status"] = PaymentStatus.REFUNDED.value
+        sources = [s for s, targets in _SOURCES.items() if order.transition_to in targets]
+        async with transaction(self._pool) as conn:
+            row = await store.move(
+                conn,
+                order.id,
+                expected=sources,
+                target=order.transition_to,
+                changes=changes,
+                require_no_transition=False,
+            )
+            if row is not None:
+                moved = store.order_from_row(row, [])
+                await events.status_changed(conn, topic=self._topic, order=moved, from_status=order.status)
+            found = await store.get_order(conn, order.id)
+        assert found is not None
+        return found[1]
+
+    async def _compensated_move(self, order: Order, target: OrderStatus, reason: str) -> Order:
+        check_transition(order.id, order.status, target)
+        async with transaction(self._pool) as conn:
+            started = await store.begin_transition(
+                conn, order.id, expected=[order.status], target=target, reason=reason
+            )
+            found = await store.get_order(conn, order.id)
+        assert found is not None
+        current = found[1]
+        if not started:
+            raise InvalidTransition(order.id, current.status, target)
+        return await self.finish_transition(current)
+
+    async def _cancel_pending(self, order: Order) -> Order:
+        """Cancel a checkout that has not completed: only when no request is driving it right now."""
+        owner = uuid.uuid4()
+        async with transaction(self._pool) as conn:
+            taken = await store.take_lease(conn, order.id, owner, self._lease_seconds)
+        if not taken:
+            raise Aborted("the checkout of this order is in progress; retry later", reason="ABORTED")
+        try:
+            charge = await self._saga.payments.void(payment_key(order.id))
+            if charge is not None and charge.status == "captured":
+                await self._saga.payments.refund(payment_key(order.id))
+            payment = PaymentStatus.REFUNDED if charge is not None and charge.captured else None
+            await self._saga.fail(
+                order,
+                CheckoutAbandoned(order.id, OrderStatus.CANCELLED),
+                restock=True,
+                target=OrderStatus.CANCELLED,
+                payment_status=payment,
+            )
+        except Superseded:
+            pass
+        finally:
+            async with transaction(self._pool) as conn:
+                await store.clear_lease(conn, order.id, owner)
+        return await self._saga.load(order.id)
+
+    async def _move(
+        self, order_id: uuid.UUID, target: OrderStatus, changes: dict[str, object] | None = None
+    ) -> Order:
+        sources = [s for s, targets in _SOURCES.items() if target in targets]
+        async with transaction(self._pool) as conn:
+            row = await store.move(conn, order_id, expected=sources, target=target, changes=changes)
+            if row is None:
+                found = await store.get_order(conn, order_id)
+                if found is None:
+                    raise OrderNotFound(order_id)
+                raise InvalidTransition(order_id, found[1].status, target)
+            await events.status_changed(
+                conn, topic=self._topic, order=store.order_from_row(row, []), from_status=sources[0]
+            )
+            found = await store.get_order(conn, order_id)
+        assert found is not None
+        return found[1]
+
+
+# status -> where it may go after checkout (PENDING's moves belong to the checkout saga)
+_SOURCES = {status: targets for status, targets in TRANSITIONS.items() if status != OrderStatus.PENDING}

@@ -1,0 +1,316 @@
+"""Steps 2-4 of checkout and their compensations: the part shared by Checkout, recovery and cancel.
+
+Every step is safe to repeat, which is what makes a crash at any boundary recoverable:
+  * holding stock: ExtendReservations, re-reserve with request ids derived from the order id, and
+    CommitReservations are idempotent by reservation and order id;
+  * payment: the provider keeps one charge per idempotency key `order:<id>`; `void` closes the key
+    so a charge that was lost in flight cannot be captured after recovery gave up on it;
+  * compensation: RestockOrder is idempotent by order id, and also fences a late commit;
+  * the final move (PENDING -> PAID/FAILED/CANCELLED) is one conditional UPDATE written with the
+    stored checkout outcome, the cart change and the outbox event in one transaction.
+Remote effects always come before the local state change that records them, so a crash between the
+two leaves the order PENDING and the next driver (retry or recovery) repeats the remote call, which
+changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections import defaultdict
+
+from psycopg_pool import AsyncConnectionPool
+
+from meshkit.db import transaction
+from meshkit.errors import Aborted, DomainError
+from meshkit.logs import log_event
+from order_svc import cart_store, convert, events, metrics, store
+from order_svc.cart_cache import CartCache
+from order_svc.config import OrderSettings
+from order_svc.failpoints import Failpoints
+from order_svc.model import (
+    CURRENCY,
+    Order,
+    OrderOutOfStock,
+    OrderStatus,
+    PaymentDeclined,
+    PaymentStatus,
+    PaymentUnavailable,
+    derived_request_id,
+)
+from order_svc.payments import Charge, PaymentProvider, PaymentProviderError, PaymentTimeout
+from order_svc.peers import Held, InventoryClient
+
+log = logging.getLogger("order_svc.saga")
+
+_STOCK_SHORT_REASONS = {"INSUFFICIENT_STOCK", "PRODUCT_NOT_FOUND"}
+
+
+class Superseded(Exception):
+    """Another actor finished or compensated the order meanwhile: read its outcome instead."""
+
+
+def payment_key(order_id: uuid.UUID) -> str:
+    return f"order:{order_id}"
+
+
+class OrderSaga:
+    def __init__(
+        self,
+        *,
+        pool: AsyncConnectionPool,
+        cache: CartCache,
+        inventory: InventoryClient,
+        payments: PaymentProvider,
+        settings: OrderSettings,
+        failpoints: Failpoints,
+    ) -> None:
+        self._pool = pool
+        self._cache = cache
+        self._inventory = inventory
+        self.payments = payments
+        self._settings = settings
+        self._topic = settings.topic_order_events
+        self._hold = settings.checkout_hold_seconds
+        self._failpoints = failpoints
+
+    # --- driving a pending order forward --------------------------------------------------------
+
+    async def advance(self, order_id: uuid.UUID, *, payment_token: str) -> bytes:
+        """Take a PENDING order (whose lease we hold) to its final state; returns the stored outcome.
+
+        Raises a retryable DomainError (PAYMENT_UNAVAILABLE, DEPENDENCY_UNAVAILABLE...) when a step
+        cannot finish now; the order then stays PENDING for a retry with the same key or recovery.
+        """
+        try:
+            order = await self.load(order_id)
+            if order.status != OrderStatus.PENDING:
+                raise Superseded()
+            if not order.stock_committed:
+                shortage = await self.hold_and_commit(order)
+                if shortage is not None:
+                    return await self.fail(order, shortage, restock=True)
+                async with transaction(self._pool) as conn:
+                    await store.mark_stock_committed(conn, order.id)
+                self._failpoints.hit("after_commit")
+            charge = await self.charge(order, payment_token)
+            if charge.status == "refunded":  # a cancel is compensating this order right now
+                raise Superseded()
+            if not charge.captured:
+                error = PaymentDeclined(order.id, charge.decline_code or charge.status)
+                return await self.fail(
+                    order,
+                    error,
+                    restock=True,
+                    payment_status=PaymentStatus.DECLINED,
+                    decline_code=error.metadata["decline_code"],
+                )
+            self._failpoints.hit("after_payment")
+            return await self.complete(order, charge)
+        except Superseded:
+            return await self.final_outcome(order_id)
+
+    async def hold_and_commit(self, order: Order) -> OrderOutOfStock | None:
+        """Step 2: extend the order's reservations, re-reserve lapsed units, commit them to the order."""
+        for attempt in range(3):
+            rows = await self._reservations(order.id)
+            held = await self._inventory.extend([r["reservation_id"] for r in rows], ttl_seconds=self._hold)
+            mine = str(order.id)
+            if held and all(h.status == "committed" and h.order_id == mine for h in held):
+                return None  # committed by an earlier attempt
+            live = [
+                h for h in held if h.status == "active" or (h.status == "committed" and h.order_id == mine)
+            ]
+            dead = [h.id for h in held if h not in live]
+            have: dict[int, int] = defaultdict(int)
+            for h in live:
+                have[h.product_id] += h.quantity
+            new: list[Held] = []
+            short: list[tuple[int, str]] = []
+            for line in order.lines:
+                missing = line.quantity - have[line.product_id]
+                if missing < 0:
+                    raise RuntimeError(
+                        f"order {order.id} holds {-missing} units too many of {line.product_id}"
+                    )
+                if missing == 0:
+                    continue
+                try:
+                    new += await self._inventory.reserve(
+                        owner=order.user_id,
+                        product_id=line.product_id,
+                        quantity=missing,
+                        ttl_seconds=self._hold,
+                        request_id=derived_request_id(
+                            order.id, line.product_id, missing, attempt, "re-reserve"
+                        ),
+                    )
+                except DomainError as error:
+                    if error.reason not in _STOCK_SHORT_REASONS:
+                        raise
+                    short.append((line.product_id, error.message))
+            await self._record_holdings(order, live=live, dead=dead, new=new)
+            if short:
+                detail = "; ".join(message for _, message in short)
+                return OrderOutOfStock(order.id, [pid for pid, _ in short], detail)
+            try:
+                await self._inventory.commit(order.id, [h.id for h in live + new])
+                return None
+            except DomainError as error:
+                if error.reason == "ORDER_RESTOCKED":
+                    raise Superseded() from error
+                if error.reason != "RESERVATION_EXPIRED":
+                    raise
+                log.info("reservation lapsed during commit; holding again", extra={"order_id": str(order.id)})
+        raise Aborted(
+            "stock kept lapsing while committing; retry", reason="ABORTED", metadata={"order_id": order.id}
+        )
+
+    async def _record_holdings(
+        self, order: Order, *, live: list[Held], dead: list[uuid.UUID], new: list[Held]
+    ) -> None:
+        """The order's reservations now; re-reserved ones also go back on the cart line they serve."""
+        async with transaction(self._pool) as conn:
+            await cart_store.lock_cart(conn, order.user_id)
+            await store.drop_reservations(conn, order.id, dead)
+            if not await store.claim_reservations(
+                conn, order.id, [(h.id, h.product_id, h.quantity) for h in new]
+            ):
+                raise Aborted("a re-reserved reservation is claimed by another order", reason="ABORTED")
+            await cart_store.lapse_reservations(conn, dead)
+            await cart_store.add_reservations(
+                conn, order.user_id, [(h.id, h.product_id, h.quantity, h.expires_at) for h in new]
+            )
+            await cart_store.set_expiry(conn, [(h.id, h.expires_at) for h in live if h.status == "active"])
+        await self._cache.invalidate(order.user_id)
+
+    async def charge(self, order: Order, token: str) -> Charge:
+        """Step 3. Timeouts and provider errors leave the order PENDING (retry or recovery decides)."""
+        async with transaction(self._pool) as conn:
+            await store.mark_payment_attempt(conn, order.id, None)
+        timeout = self._settings.payment_timeout_seconds
+        try:
+            charge = await asyncio.wait_for(
+                self.payments.charge(
+                    idempotency_key=payment_key(order.id), amount=order.total, currency=CURRENCY, token=token
+                ),
+                timeout=timeout * 2 + 1,
+            )
+        except (PaymentTimeout, TimeoutError, PaymentProviderError) as exc:
+            outcome = "error" if isinstance(exc, PaymentProviderError) else "timeout"
+            metrics.payment_calls_total.labels("charge", outcome).inc()
+            async with transaction(self._pool) as conn:
+                await store.mark_payment_attempt(conn, order.id, f"{outcome}: {exc}"[:500])
+            raise PaymentUnavailable(order.id, outcome) from exc
+        metrics.payment_calls_total.labels("charge", charge.status).inc()
+        return charge
+
+    # --- final moves ------------------------------------------------------------------------------
+
+    async def complete(self, order: Order, charge: Charge) -> bytes:
+        """Step 4: PENDING -> PAID with the capture, the cart cleared of what was bought, one event."""
+        async with transaction(self._pool) as conn:
+            await cart_store.lock_cart(conn, order.user_id)
+            row = await store.move(
+                conn,
+                order.id,
+                expected=[OrderStatus.PENDING],
+                target=OrderStatus.PAID,
+                changes={
+                    "payment_status": PaymentStatus.CAPTURED.value,
+                    "payment_reference": charge.reference,
+                },
+            )
+            if row is None:
+                raise Superseded()
+            reservations = await store.reservations_of(conn, order.id)
+            await cart_store.remove_ordered(
+                conn,
+                order.user_id,
+                [(line.product_id, line.quantity) for line in order.lines],
+                [r["reservation_id"] for r in reservations],
+            )
+            await cart_store.touch_cart(conn, order.user_id)
+            paid = store.order_from_row(row, [])
+            paid = _with_lines(paid, order)
+            outcome = convert.encode_success(paid)
+            await store.set_outcome(conn, order.id, outcome)
+            await events.status_changed(conn, topic=self._topic, order=paid, from_status=OrderStatus.PENDING)
+        await self._cache.invalidate(order.user_id)
+        metrics.orders_total.labels("success").inc()
+        metrics.order_value_dollars.observe(float(order.total))
+        log_event(log, "order_paid", order_id=str(order.id), total=str(order.total))
+        return outcome
+
+    async def fail(
+        self,
+        order: Order,
+        error: DomainError,
+        *,
+        restock: bool,
+        target: OrderStatus = OrderStatus.FAILED,
+        payment_status: PaymentStatus | None = None,
+        decline_code: str | None = None,
+    ) -> bytes:
+        """Compensate and end the order (FAILED, or CANCELLED for a cancelled checkout)."""
+        if restock:
+            # gives back committed units, or fences a commit still in flight: idempotent by order id
+            await self._inventory.restock(order.id, reason=error.reason.lower())
+            self._failpoints.hit("after_restock")
+        product_ids = list(getattr(error, "product_ids", []))
+        changes: dict[str, object] = {
+            "failure_reason": error.reason if target == OrderStatus.FAILED else None,
+            "failure_message": error.message if target == OrderStatus.FAILED else None,
+            "failure_product_ids": product_ids or None,
+        }
+        if payment_status is not None:
+            changes["payment_status"] = payment_status.value
+        if decline_code is not None:
+            changes["decline_code"] = decline_code
+        async with transaction(self._pool) as conn:
+            await cart_store.lock_cart(conn, order.user_id)
+            row = await store.move(
+                conn, order.id, expected=[OrderStatus.PENDING], target=target, changes=changes
+            )
+            if row is None:
+                raise Superseded()
+            reservations = [r["reservation_id"] for r in await store.reservations_of(conn, order.id)]
+            if row["stock_committed_at"] is not None:
+                # the cart's reservations were sold to this order and are now restocked: not held
+                await cart_store.lapse_reservations(conn, reservations)
+            await store.drop_reservations(conn, order.id)
+            ended = _with_lines(store.order_from_row(row, []), order)
+            outcome = convert.encode_error(error)
+            await store.set_outcome(conn, order.id, outcome)
+            await events.status_changed(conn, topic=self._topic, order=ended, from_status=OrderStatus.PENDING)
+        await self._cache.invalidate(order.user_id)
+        metrics.orders_total.labels("failed").inc()
+        log_event(log, "order_failed", order_id=str(order.id), reason=error.reason, status=target.value)
+        return outcome
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    async def load(self, order_id: uuid.UUID) -> Order:
+        async with transaction(self._pool) as conn:
+            found = await store.get_order(conn, order_id)
+        if found is None:
+            raise RuntimeError(f"order {order_id} vanished")
+        return found[1]
+
+    async def final_outcome(self, order_id: uuid.UUID) -> bytes:
+        """The stored outcome of an order another actor finished."""
+        async with transaction(self._pool) as conn:
+            found = await store.get_order(conn, order_id)
+        if found is None or found[0]["checkout_outcome"] is None:
+            raise Aborted("the order is being changed by another request; retry", reason="ABORTED")
+        return bytes(found[0]["checkout_outcome"])
+
+    async def _reservations(self, order_id: uuid.UUID) -> list[dict]:
+        async with transaction(self._pool) as conn:
+            return await store.reservations_of(conn, order_id)
+
+
+def _with_lines(order: Order, source: Order) -> Order:
+    return dataclasses.replace(order, lines=source.lines)

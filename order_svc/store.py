@@ -1,0 +1,322 @@
+"""Every SQL statement about orders (schema `orders`, via search_path). Callers own the transaction.
+
+Status changes are single conditional UPDATEs (`WHERE status = <expected>`), so two actors racing on
+one order cannot both move it: the loser gets no row back and re-reads.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from order_svc.model import (
+    Address,
+    CheckoutInput,
+    Failure,
+    Order,
+    OrderLine,
+    OrderStatus,
+    PaymentStatus,
+)
+
+Row = dict[str, Any]
+
+ORDER_COLUMNS = (
+    "id, user_id, status, total, shipping_address, billing_address, coalesce(notes, '') AS notes,"
+    " idempotency_key, request_hash, checkout_outcome, payment_status, payment_provider,"
+    " coalesce(payment_reference, '') AS payment_reference, coalesce(decline_code, '') AS decline_code,"
+    " coalesce(tracking_number, '') AS tracking_number, failure_reason, coalesce(failure_message, '') AS"
+    " failure_message, coalesce(failure_product_ids, '{}') AS failure_product_ids, version, created_at,"
+    " updated_at, stock_committed_at, payment_attempted_at, transition_to, transition_reason, archived_at,"
+    " lease_owner, lease_until"
+)
+
+
+def order_from_row(row: Row, lines: Sequence[Row]) -> Order:
+    shipping = row["shipping_address"] or {}
+    failure = None
+    if row["failure_reason"]:
+        failure = Failure(
+            reason=row["failure_reason"],
+            message=row["failure_message"],
+            product_ids=tuple(row["failure_product_ids"]),
+        )
+    return Order(
+        id=row["id"],
+        user_id=row["user_id"],
+        status=OrderStatus(row["status"]),
+        lines=tuple(
+            OrderLine(
+                product_id=r["product_id"],
+                title=r["title"],
+                unit_price=r["unit_price"],
+                quantity=r["quantity"],
+            )
+            for r in lines
+        ),
+        total=row["total"],
+        shipping=Address.from_json(shipping),
+        shipping_anonymized=bool(shipping.get("anonymized")),
+        billing=Address.from_json(row["billing_address"]),
+        notes=row["notes"],
+        payment_status=PaymentStatus(row["payment_status"]),
+        payment_provider=row["payment_provider"],
+        payment_reference=row["payment_reference"],
+        decline_code=row["decline_code"],
+        tracking_number=row["tracking_number"],
+        failure=failure,
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        stock_committed=row["stock_committed_at"] is not None,
+        payment_attempted=row["payment_attempted_at"] is not None,
+        transition_to=OrderStatus(row["transition_to"]) if row["transition_to"] else None,
+        archived=row["archived_at"] is not None,
+    )
+
+
+async def order_lines(conn: AsyncConnection, order_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Row]]:
+    cur = await conn.execute(
+        "SELECT order_id, product_id, title, unit_price, quantity FROM order_lines"
+        " WHERE order_id = ANY(%s) ORDER BY order_id, position",
+        (list(order_ids),),
+    )
+    found: dict[uuid.UUID, list[Row]] = {}
+    for r in await cur.fetchall():
+        found.setdefault(r["order_id"], []).append(r)
+    return found
+
+
+async def get_order(
+    conn: AsyncConnection, order_id: uuid.UUID, *, lock: bool = False
+) -> tuple[Row, Order] | None:
+    cur = await conn.execute(
+        f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = %s" + (" FOR UPDATE" if lock else ""), (order_id,)
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    lines = await order_lines(conn, [order_id])
+    return row, order_from_row(row, lines.get(order_id, []))
+
+
+async def find_by_key(conn: AsyncConnection, user_id: str, key: str) -> Row | None:
+    cur = await conn.execute(
+        "SELECT id, status, request_hash, checkout_outcome, lease_owner, lease_until, lease_until > now() AS leased"
+        " FROM orders WHERE user_id = %s AND idempotency_key = %s",
+        (user_id, key),
+    )
+    return await cur.fetchone()
+
+
+async def insert_order(
+    conn: AsyncConnection,
+    *,
+    order_id: uuid.UUID,
+    request: CheckoutInput,
+    lines: Sequence[OrderLine],
+    total: Decimal,
+    provider: str,
+    lease_owner: uuid.UUID,
+    lease_seconds: float,
+) -> bool:
+    """False when an order with this (user, idempotency key) exists already (the UNIQUE constraint)."""
+    cur = await conn.execute(
+        "INSERT INTO orders (id, user_id, total, shipping_address, billing_address, notes, idempotency_key,"
+        " request_hash, payment_provider, lease_owner, lease_until)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
+        " ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id",
+        (
+            order_id,
+            request.user_id,
+            total,
+            json.dumps(request.shipping.to_json()),
+            json.dumps(request.billing.to_json()) if request.billing else None,
+            request.notes or None,
+            request.idempotency_key,
+            request.request_hash(),
+            provider,
+            lease_owner,
+            lease_seconds,
+        ),
+    )
+    if await cur.fetchone() is None:
+        return False
+    await conn.execute(
+        "INSERT INTO order_lines (order_id, position, product_id, title, unit_price, quantity)"
+        " SELECT %s, o, p, t, u, q FROM unnest(%s::INT[], %s::BIGINT[], %s::TEXT[], %s::NUMERIC[], %s::INT[])"
+        " AS l(o, p, t, u, q)",
+        (
+            order_id,
+            list(range(len(lines))),
+            [line.product_id for line in lines],
+            [line.title for line in lines],
+            [line.unit_price for line in lines],
+            [line.quantity for line in lines],
+        ),
+    )
+    return True
+
+
+async def claim_reservations(
+    conn: AsyncConnection, order_id: uuid.UUID, held: Sequence[tuple[uuid.UUID, int, int]]
+) -> bool:
+    """Tie (reservation id, product id, quantity) to the order; False if another open order holds one."""
+    if not held:
+        return True
+    cur = await conn.execute(
+        "INSERT INTO order_reservations (reservation_id, order_id, product_id, quantity)"
+        " SELECT r, %s, p, q FROM unnest(%s::UUID[], %s::BIGINT[], %s::INT[]) AS t(r, p, q)"
+        " ON CONFLICT (reservation_id) DO NOTHING RETURNING reservation_id",
+        (order_id, [h[0] for h in held], [h[1] for h in held], [h[2] for h in held]),
+    )
+    return len(await cur.fetchall()) == len(held)
+
+
+async def reservations_of(conn: AsyncConnection, order_id: uuid.UUID) -> list[Row]:
+    cur = await conn.execute(
+        "SELECT reservation_id, product_id, quantity FROM order_reservations WHERE order_id = %s"
+        " ORDER BY product_id, reservation_id",
+        (order_id,),
+    )
+    return await cur.fetchall()
+
+
+async def drop_reservations(
+    conn: AsyncConnection, order_id: uuid.UUID, reservation_ids: Sequence[uuid.UUID] = ()
+) -> None:
+    """Forget reservations of the order (all of them when none are named)."""
+    if reservation_ids:
+        await conn.execute(
+            "DELETE FROM order_reservations WHERE order_id = %s AND reservation_id = ANY(%s)",
+            (order_id, list(reservation_ids)),
+        )
+    else:
+        await conn.execute("DELETE FROM order_reservations WHERE order_id = %s", (order_id,))
+
+
+async def take_lease(conn: AsyncConnection, order_id: uuid.UUID, owner: uuid.UUID, seconds: float) -> bool:
+    """The database half of the processing lease: free, expired, or already ours."""
+    cur = await conn.execute(
+        "UPDATE orders SET lease_owner = %s, lease_until = now() + make_interval(secs => %s)"
+        " WHERE id = %s AND (lease_until IS NULL OR lease_until < now() OR lease_owner = %s) RETURNING 1",
+        (owner, seconds, order_id, owner),
+    )
+    return await cur.fetchone() is not None
+
+
+async def renew_lease(conn: AsyncConnection, order_id: uuid.UUID, owner: uuid.UUID, seconds: float) -> bool:
+    cur = await conn.execute(
+        "UPDATE orders SET lease_until = now() + make_interval(secs => %s) WHERE id = %s AND lease_owner = %s"
+        " RETURNING 1",
+        (seconds, order_id, owner),
+    )
+    return await cur.fetchone() is not None
+
+
+async def clear_lease(conn: AsyncConnection, order_id: uuid.UUID, owner: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE orders SET lease_owner = NULL, lease_until = NULL WHERE id = %s AND lease_owner = %s",
+        (order_id, owner),
+    )
+
+
+async def mark_stock_committed(conn: AsyncConnection, order_id: uuid.UUID) -> None:
+    await conn.execute(
+        "UPDATE orders SET stock_committed_at = coalesce(stock_committed_at, now()), updated_at = now()"
+        " WHERE id = %s",
+        (order_id,),
+    )
+
+
+async def mark_payment_attempt(conn: AsyncConnection, order_id: uuid.UUID, error: str | None) -> None:
+    await conn.execute(
+        "UPDATE orders SET payment_attempted_at = coalesce(payment_attempted_at, now()), last_error = %s,"
+        " updated_at = now() WHERE id = %s",
+        (error, order_id),
+    )
+
+
+async def move(
+    conn: AsyncConnection,
+    order_id: uuid.UUID,
+    *,
+    expected: Sequence[OrderStatus],
+    target: OrderStatus,
+    changes: dict[str, Any] | None = None,
+    require_no_transition: bool = True,
+) -> Row | None:
+    """Conditional status change plus column changes; bumps the event version. None if not applicable."""
+    changes = dict(changes or {})
+    sets = ["status = %(target)s", "version = version + 1", "updated_at = now()"]
+    params: dict[str, Any] = {"id": order_id, "expected": [s.value for s in expected], "target": target.value}
+    for column, value in changes.items():
+        sets.append(f"{column} = %(c_{column})s")
+        params[f"c_{column}"] = value
+    guard = " AND transition_to IS NULL" if require_no_transition else ""
+    cur = await conn.execute(
+        f"UPDATE orders SET {', '.join(sets)} WHERE id = %(id)s AND status = ANY(%(expected)s){guard}"
+        f" RETURNING {ORDER_COLUMNS}",
+        params,
+    )
+    return await cur.fetchone()
+
+
+async def set_outcome(conn: AsyncConnection, order_id: uuid.UUID, outcome: bytes) -> None:
+    await conn.execute(
+        "UPDATE orders SET checkout_outcome = %s, lease_owner = NULL, lease_until = NULL WHERE id = %s",
+        (outcome, order_id),
+    )
+
+
+async def begin_transition(
+    conn: AsyncConnection,
+    order_id: uuid.UUID,
+    *,
+    expected: Sequence[OrderStatus],
+    target: OrderStatus,
+    reason: str,
+) -> bool:
+    """Record an intended cancel/refund (its remote effects follow); blocks ship/deliver meanwhile."""
+    cur = await conn.execute(
+        "UPDATE orders SET transition_to = %s, transition_reason = %s, updated_at = now()"
+        " WHERE id = %s AND status = ANY(%s) AND (transition_to IS NULL OR transition_to = %s) RETURNING 1",
+        (target.value, reason or None, order_id, [s.value for s in expected], target.value),
+    )
+    return await cur.fetchone() is not None
+
+
+async def list_orders(
+    conn: AsyncConnection, user_id: str, *, after: tuple[dt.datetime, uuid.UUID] | None, limit: int
+) -> list[Order]:
+    if after is None:
+        cur = await conn.execute(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+            (user_id, limit),
+        )
+    else:
+        cur = await conn.execute(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = %s AND (created_at, id) < (%s, %s)"
+            " ORDER BY created_at DESC, id DESC LIMIT %s",
+            (user_id, after[0], after[1], limit),
+        )
+    rows = await cur.fetchall()
+    lines = await order_lines(conn, [r["id"] for r in rows])
+    return [order_from_row(r, lines.get(r["id"], [])) for r in rows]
+
+
+async def unfinished_orders(conn: AsyncConnection, *, min_age: dt.timedelta, limit: int) -> list[uuid.UUID]:
+    """Checkouts left PENDING and cancels/refunds left half-done, idle for `min_age`, not leased."""
+    cur = await conn.execute(
+        "SELECT id FROM orders WHERE (status = 'pending' OR transition_to IS NOT NULL)"
+        " AND updated_at < now() - %s AND (lease_until IS NULL OR lease_until < now())"
+        " ORDER BY updated_at LIMIT %s",
+        (min_age, limit),
+    )
+    return [r["id"] for r in await cur.fetchall()]
