@@ -108,6 +108,9 @@ async def _serve(
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
             ("grpc.keepalive_permit_without_calls", 1),
+            # clients re-resolve DNS when a connection ages out, so round_robin reaches new pods
+            ("grpc.max_connection_age_ms", 300_000),
+            ("grpc.max_connection_age_grace_ms", 30_000),
         ],
         maximum_concurrent_rpcs=2000,
     )
