@@ -1,0 +1,1 @@
+"""Alert rules, their promtool tests and the Grafana dashboard (see docs/OPERATIONS.md)."""
