@@ -136,7 +136,8 @@ def metadata_of(error: grpc.aio.AioRpcError) -> dict[str, str]:
 
 def sql(database_url: str, query: str, *params) -> list[tuple]:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
 
 
 def captures(database_url: str, order_id: str) -> list[tuple]:
