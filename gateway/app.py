@@ -195,7 +195,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
     async def api(request: Request) -> Response:
         return await state["dispatcher"](request)
 
-    middleware = [Middleware(RequestContextMiddleware)]
+    middleware = [Middleware(RequestContextMiddleware, fixed_paths=FIXED_PATHS, static_prefix=DOCS_STATIC)]
     origins = settings.cors_origin_list()
     if origins:
         middleware.append(

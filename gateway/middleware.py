@@ -33,8 +33,21 @@ def _request_id(scope: Scope) -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, fixed_paths: tuple[str, ...] = (), static_prefix: str = "") -> None:
         self.app = app
+        self._fixed = frozenset(fixed_paths)
+        self._static = static_prefix
+
+    def _route_label(self, scope: Scope) -> str:
+        """The template set by the dispatcher, else the fixed endpoint, else "unmatched"."""
+        if ROUTE_KEY in scope:
+            return scope[ROUTE_KEY]
+        path = scope.get("path", "")
+        if path in self._fixed:
+            return path
+        if self._static and path.startswith(self._static + "/"):
+            return self._static
+        return metrics.UNMATCHED_ROUTE
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,7 +89,7 @@ class RequestContextMiddleware:
             state["status"] = 500
         finally:
             elapsed = time.perf_counter() - started
-            route = scope.get(ROUTE_KEY, metrics.UNMATCHED_ROUTE)
+            route = self._route_label(scope)
             method = scope.get("method", "")
             metrics.http_requests_total.labels(route, method, str(state["status"])).inc()
             metrics.http_request_duration_seconds.labels(route, method).observe(elapsed)

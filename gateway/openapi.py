@@ -18,8 +18,8 @@ from shop.api.v1 import options_pb2
 from gateway.routes import Route
 from gateway.transcode import SCALAR_JSON_MESSAGES
 
-INT64_PATTERN = r"^-?[0-9]+$"
-UINT64_PATTERN = r"^[0-9]+$"
+INT64_PATTERN = r"^-?[0-9]{1,19}$"
+UINT64_PATTERN = r"^[0-9]{1,20}$"
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 MAX_QUERY_DEPTH = 3
 
