@@ -15,9 +15,20 @@ app = typer.Typer(no_args_is_help=True, help="Audit trail: verify tamper evidenc
 console = Console()
 
 
+async def _audited_schemas(database_url: str | None) -> list[str]:
+    """Schemas whose migrations created the audit tables (a service not deployed has none)."""
+    present = []
+    for schema in SCHEMAS:
+        async with schema_pool(schema, database_url=database_url) as pool, pool.connection() as conn:
+            cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL AS ok", (f"{schema}.audit_log",))
+            if (await cur.fetchone())["ok"]:
+                present.append(schema)
+    return present
+
+
 async def verify_all(database_url: str | None = None) -> dict[str, list[ChainProblem]]:
     found: dict[str, list[ChainProblem]] = {}
-    for schema in SCHEMAS:
+    for schema in await _audited_schemas(database_url):
         async with schema_pool(schema, database_url=database_url) as pool, pool.connection() as conn:
             found[schema] = await verify(conn)
     return found
@@ -27,7 +38,7 @@ async def retention_all(
     now: dt.datetime, *, batch_size: int = 1000, database_url: str | None = None
 ) -> dict[str, tuple[int, int]]:
     totals: dict[str, tuple[int, int]] = {}
-    for schema in SCHEMAS:
+    for schema in await _audited_schemas(database_url):
         moved_total = purged_total = 0
         async with schema_pool(schema, database_url=database_url) as pool:
             while True:  # one transaction per batch: an interrupted run resumes where it stopped

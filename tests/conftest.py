@@ -22,6 +22,10 @@ from psycopg import sql
 
 from meshkit.settings import CommonSettings, load_settings
 
+# One `mesh` session fixture for the whole run (real service processes); defining it in several
+# conftest files would start a second mesh on the same database.
+pytest_plugins = ["tests.harness"]
+
 FAULT_DIR = Path(__file__).parent / "fault"
 
 

