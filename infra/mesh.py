@@ -86,7 +86,13 @@ class RunningMesh:
 
 
 # Steps run once every service answers, before the table is printed (demo data, tokens, ...).
-POST_START_STEPS: tuple[Callable[[RunningMesh], None], ...] = ()
+def _print_demo_tokens(mesh: RunningMesh) -> None:
+    from shopctl.token import print_demo_tokens  # the gateway's JWT settings, read from the same env
+
+    print_demo_tokens(mesh)
+
+
+POST_START_STEPS: tuple[Callable[[RunningMesh], None], ...] = (_print_demo_tokens,)
 
 
 def _healthy(spec: ServiceSpec) -> bool:

@@ -52,3 +52,22 @@ def mint(
     typer.echo(
         mint_token(settings, user=user, roles=list(role or []), ttl_seconds=ttl, private_key=private_key)
     )
+
+
+def print_demo_tokens(_mesh: object = None) -> None:
+    """For `make run` (a run-mesh post-start step): a demo user and an admin token, and a warning
+    when they are signed with the public demo secret."""
+    settings = load_settings(GatewaySettings)
+    if settings.uses_demo_secret:
+        print("WARNING: SHOPMESH_JWT_SECRET is the public demo secret; set your own outside a demo.")
+    if settings.jwt_algorithm != "HS256":
+        print("gateway uses RS256: mint tokens with `shopctl token mint --private-key ...`")
+        return
+    day = 24 * 3600
+    print(
+        "demo user token  (sub=demo-user):", mint_token(settings, user="demo-user", roles=[], ttl_seconds=day)
+    )
+    print(
+        "demo admin token (sub=demo-admin):",
+        mint_token(settings, user="demo-admin", roles=["admin"], ttl_seconds=day),
+    )
