@@ -1,0 +1,253 @@
+"""Faceted search on real OpenSearch and on the PostgreSQL fallback: facets and filters against a
+brute-force computation, ranking boosts, bad input."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+import pytest_asyncio
+from shop.catalog.v1 import catalog_pb2 as pb
+from shop.common.v1 import money_pb2
+from shop.inventory.v1 import inventory_pb2
+
+from catalog_svc.search_model import business_factor
+from tests.integration.catalog_helpers import (
+    OwnCatalog,
+    World,
+    admin_stub,
+    all_hits,
+    bad_field_of,
+    brute_force,
+    build_world,
+    catalog_sql,
+    eventually,
+    inventory_stub,
+    observed,
+    own_catalog,
+    reason_of,
+    stub,
+    token,
+    wait_indexed,
+)
+
+FILTER_CASES = [
+    {},
+    {"has_word": True},
+    {"category_path": "{root}/alpha"},
+    {"category_path": "{root}/beta/four", "has_word": True},
+    {"min_price": 25, "max_price": 100},
+    {"min_price": 24.99, "max_price": 24.99},
+    {"min_price": 200},
+    {"brands": ["Acme", "Crest"]},
+    {"brands": ["Bolt"], "has_word": True, "in_stock": True},
+    {"min_rating": 3.5},
+    {"in_stock": True, "min_price": 50, "category_path": "{root}/alpha"},
+    {"brands": ["NoSuchBrand"]},
+]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(mesh) -> World:
+    await mesh.start("inventory_svc")
+    await mesh.start("catalog_svc")
+    built = await build_world(mesh)
+    await wait_indexed(mesh, built)
+    return built
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def fallback_catalog(mesh, world, tmp_path_factory) -> AsyncIterator[OwnCatalog]:
+    """A catalog_svc whose OpenSearch address is a closed port: every search runs on PostgreSQL."""
+    from tests.harness import free_port
+
+    async with own_catalog(
+        mesh, tmp_path_factory.mktemp("fallback"), opensearch_url=f"http://127.0.0.1:{free_port()}"
+    ) as catalog:
+        yield catalog
+
+
+@pytest.fixture(params=["opensearch", "postgres"])
+def engine(request, fallback_catalog) -> tuple[str, str | None]:
+    """(engine name, catalog address): the shared catalog_svc, or the one without OpenSearch."""
+    return request.param, (fallback_catalog.addr if request.param == "postgres" else None)
+
+
+def _request(world: World, case: dict) -> tuple[pb.SearchProductsRequest, dict]:
+    filters = {k: (v.format(root=world.root) if isinstance(v, str) else v) for k, v in case.items()}
+    filters.setdefault("category_path", world.root)
+    request = pb.SearchProductsRequest(
+        q=world.word if filters.get("has_word") else "",
+        category_path=filters["category_path"],
+        brands=filters.get("brands", []),
+        in_stock=filters.get("in_stock", False),
+    )
+    for name in ("min_price", "max_price", "min_rating"):
+        if name in filters:
+            setattr(request, name, filters[name])
+    return request, filters
+
+
+async def test_facets_and_filters_match_brute_force(mesh, world, engine):
+    engine, addr = engine
+    client = stub(mesh, addr)
+    for case in FILTER_CASES:
+        search, filters = _request(world, case)
+        expected = brute_force(world, **filters)
+        replies, ids = await all_hits(client, search)
+        assert {r.fallback for r in replies} == {engine == "postgres"}, case
+        got = observed(replies[0])
+        assert got == {k: v for k, v in expected.items() if k != "ids"}, case
+        assert sorted(ids) == sorted(expected["ids"]), case
+        assert len(ids) == len(set(ids)), f"a product appeared on two pages: {case}"
+        for reply in replies:
+            assert reply.page_size == 20 and len(reply.results) <= 20
+            for result in reply.results:
+                assert result.product.category_path.startswith(world.root)
+                assert result.in_stock == world.by_id()[result.product.id].in_stock
+
+
+async def test_browse_scores_are_the_seeds_business_factor(mesh, world, engine):
+    """With no text, relevance is 1: each score is 1 + 2*in_stock + sqrt(1.2*rating) + log10(1+1.1*reviews)
+    and results come best first (ties: newest id first)."""
+    engine, addr = engine
+    replies, ids = await all_hits(stub(mesh, addr), pb.SearchProductsRequest(category_path=world.root))
+    by_id = world.by_id()
+    results = [r for reply in replies for r in reply.results]
+    assert all(reply.fallback == (engine == "postgres") for reply in replies)
+    for result in results:
+        item = by_id[result.product.id]
+        factor = business_factor(
+            in_stock=item.in_stock, rating=float(item.rating), review_count=item.review_count
+        )
+        assert result.score == pytest.approx(factor, rel=1e-5), item
+    expected = sorted(
+        world.items,
+        key=lambda i: (
+            -round(
+                business_factor(in_stock=i.in_stock, rating=float(i.rating), review_count=i.review_count), 5
+            ),
+            -i.product_id,
+        ),
+    )
+    assert ids == [i.product_id for i in expected]
+
+
+async def test_in_stock_and_rating_boost_equally_relevant_products(mesh, world, engine):
+    """Three products with the same text: in stock + 4.5 stars > in stock + 1 star > out of stock + 4.5.
+    (Uncategorised, so the shared test world keeps its contents.)"""
+    word = token()
+    admin = admin_stub(mesh)
+    sellers = catalog_sql(mesh.database_url, "SELECT id FROM catalog.sellers ORDER BY id LIMIT 1")
+    specs = {"best": (4.5, True), "low_rated": (1.0, True), "out_of_stock": (4.5, False)}
+    ids = {}
+    for name, (rating, _) in specs.items():
+        created = await admin.CreateProduct(
+            pb.CreateProductRequest(
+                product=pb.Product(
+                    seller_id=sellers[0][0],
+                    title=f"Trio lamp {word}",
+                    description="Identical description for every member of the trio.",
+                    price=money_pb2.Money(currency_code="USD", units=30),
+                    rating=rating,
+                    review_count=40,
+                    brand="Trio",
+                )
+            )
+        )
+        ids[name] = created.product.id
+    inventory = inventory_stub(mesh)
+    for name, (_, in_stock) in specs.items():
+        if in_stock:
+            await inventory.ReceiveStock(
+                inventory_pb2.ReceiveStockRequest(product_id=ids[name], warehouse_id=1, quantity=3)
+            )
+    engine, addr = engine
+    client = stub(mesh, addr)
+    query = pb.SearchProductsRequest(q=word)
+
+    async def ranked():
+        reply = await client.SearchProducts(query)
+        if reply.total_hits == 3 and reply.facets.in_stock_count == 2:
+            return reply
+        return None
+
+    reply = await eventually(ranked, timeout=60)
+    assert reply.fallback == (engine == "postgres")
+    assert [r.product.id for r in reply.results] == [ids["best"], ids["low_rated"], ids["out_of_stock"]]
+    assert [r.in_stock for r in reply.results] == [True, True, False]
+
+
+async def test_text_query_ranks_title_matches_and_boosts(mesh, world):
+    client = stub(mesh)
+    reply = await client.SearchProducts(pb.SearchProductsRequest(q=world.word, category_path=world.root))
+    assert not reply.fallback
+    assert reply.total_hits == sum(1 for i in world.items if world.word in i.title)
+    assert all(world.word in r.product.title for r in reply.results)
+
+
+@pytest.mark.parametrize(
+    ("fields", "bad_field", "reason"),
+    [
+        ({"q": "x" * 201}, "q", "INVALID_ARGUMENT"),
+        ({"q": "shoes\x00"}, "q", "INVALID_ARGUMENT"),
+        ({"min_price": -1}, "min_price", "INVALID_ARGUMENT"),
+        ({"min_price": 50, "max_price": 10}, "max_price", "INVALID_ARGUMENT"),
+        ({"min_rating": 6}, "min_rating", "INVALID_ARGUMENT"),
+        ({"page": 50}, "page", "INVALID_ARGUMENT"),
+        ({"page": -1}, "page", "INVALID_ARGUMENT"),
+        ({"category_path": "no/such/category"}, "category_path", "CATEGORY_NOT_FOUND"),
+        ({"brands": [" "]}, "brands", "INVALID_ARGUMENT"),
+    ],
+)
+async def test_bad_input_is_invalid_argument_naming_the_field(mesh, world, fields, bad_field, reason):
+    client = stub(mesh)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.SearchProducts(pb.SearchProductsRequest(**fields))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert bad_field_of(caught.value) == bad_field
+    assert reason_of(caught.value) == reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"; DROP TABLE products; --',
+        "title:* OR 1=1",
+        '{"match_all": {}}',
+        "a & b | !c :* <-> (d)",
+        "*",
+        "   ",
+        "\\u0000 ' \" ` ; -- /* */",
+    ],
+)
+async def test_injection_looking_queries_are_plain_text(mesh, world, text, engine):
+    engine, addr = engine
+    client = stub(mesh, addr)
+    reply = await client.SearchProducts(pb.SearchProductsRequest(q=text, category_path=world.root))
+    assert reply.fallback == (engine == "postgres")
+    if text.strip():
+        assert reply.total_hits == 0  # no operator is interpreted: nothing in the world has these words
+    else:
+        assert reply.total_hits == len(world.items)  # blank means browse
+    # and the table is still there
+    after = await client.SearchProducts(pb.SearchProductsRequest(category_path=world.root))
+    assert after.total_hits == len(world.items)
+
+
+async def test_search_is_logged(mesh, world):
+    marker = f"{world.word} logged"
+    client = stub(mesh)
+    await client.SearchProducts(pb.SearchProductsRequest(q=marker, category_path=world.root, in_stock=True))
+
+    async def logged():
+        return catalog_sql(
+            mesh.database_url,
+            "SELECT result_count, engine, filters FROM catalog.search_log WHERE query = %s",
+            (marker,),
+        )
+
+    rows = await eventually(logged, timeout=10)
+    assert rows[0][0] == 0 and rows[0][1] == "opensearch"
+    assert rows[0][2]["in_stock"] is True and rows[0][2]["category_path"] == world.root
