@@ -17,6 +17,7 @@ from bench.common import write_result
 
 # (module, kwargs for the default run, kwargs for --full)
 BENCHMARKS: list[tuple[str, dict, dict]] = [
+    ("bench.framework_echo", {}, {}),
     ("bench.inventory_hot_sku", {}, {}),
 ]
 

@@ -93,8 +93,10 @@ def run_ghz(
         f"--connections={min(connections, concurrency)}",
         f"--cpus={cpus}",
         "--duration-stop=ignore",
-        f"--proto={ROOT / 'protos' / proto}" if proto else "--skipFirst=0",
-        f"--import-paths={ROOT / 'protos'},{ROOT / 'protos' / 'third_party'}",
+        f"--proto={proto if proto.startswith('/') else ROOT / 'protos' / proto}"
+        if proto
+        else "--skipFirst=0",
+        f"--import-paths={ROOT / 'protos'},{ROOT / 'protos' / 'third_party'},{ROOT / 'bench'}",
         "-O",
         "json",
         "-m",
