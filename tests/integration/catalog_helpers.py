@@ -385,8 +385,8 @@ class Proxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, requests: bool) -> None:
             try:
                 while data := await src.read(65536):
-                    if requests:
-                        self.forwarded += 1
+                    if requests and data.startswith((b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ")):
+                        self.forwarded += 1  # an HTTP request starts here (bodies may follow in other chunks)
                         if self.delay:
                             await asyncio.sleep(self.delay)
                     dst.write(data)
