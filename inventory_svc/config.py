@@ -15,7 +15,7 @@ class InventorySettings(CommonSettings):
     db_pool_max: int = 40
     reservation_ttl_seconds: int = 1800
     # group commit: how long a busy SKU's next batch waits for stragglers, and its size cap
-    reserve_batch_window_ms: float = 2.0
+    reserve_batch_window_ms: float = 0.5  # measured: 2 ms costs latency without adding throughput
     reserve_max_batch: int = 256
     expiry_interval_seconds: float = 5.0
     expiry_batch_size: int = 500
