@@ -86,11 +86,14 @@ class ReconcileReport:
     stale: int = 0
     extra: int = 0
     stock_repaired: int = 0
+    # documents newer than PostgreSQL (e.g. after a database restore): external versions refuse the
+    # rewrite; `shopctl search reindex` builds a clean index
+    ahead: int = 0
     inventory_checked: bool = False
 
     @property
     def drift(self) -> int:
-        return self.missing + self.stale + self.extra + self.stock_repaired
+        return self.missing + self.stale + self.extra + self.stock_repaired + self.ahead
 
 
 def _differs(row: index_store.IndexRow, state: dict[str, Any]) -> bool:
@@ -153,7 +156,7 @@ async def reconcile(
                 report.stale += 1
                 repair.append(row)
         if repair:
-            await index.write_documents(_docs(repair))
+            report.ahead += len(repair) - await index.write_documents(_docs(repair))
         report.checked += len(rows)
         after = rows[-1][0].id
     after = 0
@@ -171,6 +174,10 @@ async def reconcile(
     metrics.reconcile_repairs_total.labels("missing").inc(report.missing)
     metrics.reconcile_repairs_total.labels("stale").inc(report.stale)
     metrics.reconcile_repairs_total.labels("extra").inc(report.extra)
+    if report.ahead:
+        log.warning(
+            "index documents ahead of PostgreSQL; run `shopctl search reindex`", extra={"ahead": report.ahead}
+        )
     log_event(log, "reconcile_done", **dataclasses.asdict(report))
     return report
 

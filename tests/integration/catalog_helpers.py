@@ -403,17 +403,20 @@ class Proxy:
 # -- events straight onto Kafka ------------------------------------------------------------------------
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[tuple[str, bytes]]) -> None:
-    """Publish (key, value) records the way the outbox relay does: event id in the headers."""
+def produce(bootstrap: str, topic: str, records: Iterable[tuple[str, bytes]]) -> list[str]:
+    """Publish (key, value) records the way the outbox relay does (event id in the headers);
+    returns the event ids."""
     producer = build_producer(bootstrap, client_id="catalog-tests")
+    ids = []
     try:
         for key, value in records:
-            producer.send(
-                topic, key=key.encode(), value=value, headers=[("event-id", str(uuid.uuid4()).encode())]
-            )
+            event_id = str(uuid.uuid4())
+            ids.append(event_id)
+            producer.send(topic, key=key.encode(), value=value, headers=[("event-id", event_id.encode())])
         producer.flush(10)
     finally:
         producer.close(5)
+    return ids
 
 
 def stock_event(product_id: int, *, version: int, available: int) -> bytes:
@@ -432,6 +435,21 @@ def indexed_doc(alias: str, product_id: int) -> dict[str, Any] | None:
     if reply.status_code == 404:
         return None
     return reply.raise_for_status().json()["_source"]
+
+
+async def consumed(mesh: Mesh, event_ids: Iterable[str], consumer: str = "catalog-indexer") -> None:
+    """Until catalog's consumer has processed these events (applied or skipped as stale)."""
+    wanted = set(event_ids)
+
+    async def done() -> bool:
+        rows = catalog_sql(
+            mesh.database_url,
+            "SELECT event_id::text FROM catalog.processed_events WHERE consumer = %s AND event_id::text = ANY(%s)",
+            (consumer, list(wanted)),
+        )
+        return {r[0] for r in rows} == wanted
+
+    await eventually(done, timeout=30)
 
 
 def catalog_sql(database_url: str, query: str, params: tuple = ()) -> list[tuple]:

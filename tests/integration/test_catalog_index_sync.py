@@ -1,0 +1,281 @@
+"""Index sync through Kafka: stock events flip in_stock, product writes reach the index, stale events
+(older per-product versions) are ignored, reindex swaps the alias under live searches, reconcile
+repairs drift."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest_asyncio
+from google.protobuf import field_mask_pb2
+from shop.catalog.v1 import catalog_pb2 as pb
+from shop.events.v1 import events_pb2
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+
+from catalog_svc import jobs, search_os
+from catalog_svc.config import CatalogSettings
+from catalog_svc.index_client import SearchIndex, build_client
+from meshkit.db import open_pool
+from meshkit.settings import load_settings
+from tests.integration.catalog_helpers import (
+    OPENSEARCH,
+    World,
+    admin_stub,
+    build_world,
+    catalog_sql,
+    consumed,
+    eventually,
+    indexed_doc,
+    inventory_stub,
+    produce,
+    stock_event,
+    stub,
+    token,
+    wait_indexed,
+)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def world(mesh) -> World:
+    await mesh.start("inventory_svc")
+    await mesh.start("catalog_svc")
+    built = await build_world(mesh, n=24, seed=11)
+    await wait_indexed(mesh, built)
+    return built
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def index_and_pool(mesh) -> AsyncIterator[tuple[SearchIndex, object, CatalogSettings]]:
+    settings = load_settings(CatalogSettings, environ=mesh.env)
+    index = SearchIndex(
+        build_client(settings.opensearch_url, timeout=5, connections=4),
+        alias=settings.search_index_alias,
+        shards=1,
+        replicas=0,
+        refresh_interval="1s",
+        timeout=5,
+    )
+    pool = await open_pool(mesh.database_url, schema="catalog", min_size=1, max_size=4)
+    try:
+        yield index, pool, settings
+    finally:
+        await pool.close()
+        await index.client.close()
+
+
+def alias_of(mesh) -> str:
+    return mesh.env["SHOPMESH_SEARCH_INDEX_ALIAS"]
+
+
+async def test_stock_change_through_inventory_flips_in_stock_in_the_index(mesh, world):
+    item = next(i for i in world.items if i.in_stock)
+    alias = alias_of(mesh)
+    inventory = inventory_stub(mesh)
+    admin_inventory = inventory_pb2_grpc.InventoryServiceStub(
+        mesh.channel("inventory_svc", "ops", ("admin",))
+    )
+    stock = (await inventory.GetStock(inventory_pb2.GetStockRequest(product_id=item.product_id))).stock
+    for row in stock.warehouses:
+        if row.available:
+            await admin_inventory.AdjustStock(
+                inventory_pb2.AdjustStockRequest(
+                    product_id=item.product_id,
+                    warehouse_id=row.warehouse_id,
+                    delta=-row.available,
+                    reason="test",
+                )
+            )
+
+    client = stub(mesh)
+    in_stock_query = pb.SearchProductsRequest(category_path=world.root, in_stock=True)
+
+    async def out_of_stock():
+        doc = indexed_doc(alias, item.product_id)
+        reply = await client.SearchProducts(in_stock_query)
+        visible = item.product_id in {r.product.id for r in reply.results}
+        return doc is not None and doc["in_stock"] is False and not visible and not reply.fallback
+
+    await eventually(out_of_stock)
+    reply = await client.SearchProducts(in_stock_query)
+    assert reply.total_hits == sum(1 for i in world.items if i.in_stock) - 1
+
+    await inventory.ReceiveStock(
+        inventory_pb2.ReceiveStockRequest(product_id=item.product_id, warehouse_id=2, quantity=4)
+    )
+
+    async def back_in_stock():
+        doc = indexed_doc(alias, item.product_id)
+        return doc is not None and doc["in_stock"] is True
+
+    await eventually(back_in_stock)
+
+
+async def test_stale_stock_events_are_ignored(mesh, world):
+    """Events for one product are applied by version, not by arrival: an older one changes nothing."""
+    item = world.items[-1]  # only this test sends hand-made inventory events for it
+    alias = alias_of(mesh)
+    topic = mesh.topics["SHOPMESH_TOPIC_INVENTORY_EVENTS"]
+    bootstrap = mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"]
+    key = str(item.product_id)
+    base = 1_000_000
+    ids = produce(bootstrap, topic, [(key, stock_event(item.product_id, version=base, available=0))])
+    await consumed(mesh, ids)
+    await eventually(lambda: _doc_matches(alias, item.product_id, in_stock=False, inventory_version=base))
+
+    stale = produce(bootstrap, topic, [(key, stock_event(item.product_id, version=base - 1, available=9))])
+    await consumed(mesh, stale)
+    rows = catalog_sql(
+        mesh.database_url,
+        "SELECT in_stock, available, version FROM catalog.stock_status WHERE product_id = %s",
+        (item.product_id,),
+    )
+    assert rows == [(False, 0, base)]
+    await asyncio.sleep(1.5)  # a wrongly applied event would be indexed within the sync interval
+    assert await _doc_matches(alias, item.product_id, in_stock=False, inventory_version=base)
+
+    newer = produce(bootstrap, topic, [(key, stock_event(item.product_id, version=base + 1, available=2))])
+    await consumed(mesh, newer)
+    await eventually(lambda: _doc_matches(alias, item.product_id, in_stock=True, inventory_version=base + 1))
+
+
+async def _doc_matches(alias: str, product_id: int, **fields) -> bool:
+    doc = indexed_doc(alias, product_id)
+    return doc is not None and all(doc.get(k) == v for k, v in fields.items())
+
+
+async def test_product_writes_reach_the_index_and_stale_catalog_events_do_not(mesh, world):
+    admin = admin_stub(mesh)
+    alias = alias_of(mesh)
+    item = world.items[1]
+    word = token()
+    updated = await admin.UpdateProduct(
+        pb.UpdateProductRequest(
+            product_id=item.product_id,
+            product=pb.Product(title=f"Renamed {word} widget"),
+            update_mask=field_mask_pb2.FieldMask(paths=["title"]),
+        )
+    )
+    client = stub(mesh)
+
+    async def findable():
+        reply = await client.SearchProducts(pb.SearchProductsRequest(q=word))
+        return [r.product.id for r in reply.results] == [item.product_id] and not reply.fallback
+
+    await eventually(findable)
+    version_after_update = indexed_doc(alias, item.product_id)["catalog_version"]
+
+    # an old catalog event (lower version) arriving late changes nothing
+    stale = events_pb2.CatalogEvent(product_id=item.product_id, version=1)
+    stale.product_upserted.product.CopyFrom(updated.product)
+    ids = produce(
+        mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"],
+        mesh.topics["SHOPMESH_TOPIC_CATALOG_EVENTS"],
+        [(str(item.product_id), stale.SerializeToString())],
+    )
+    await consumed(mesh, ids)
+    assert catalog_sql(
+        mesh.database_url,
+        "SELECT catalog_version FROM catalog.index_versions WHERE product_id = %s",
+        (item.product_id,),
+    ) == [(version_after_update,)]
+
+    await admin.DeleteProduct(pb.DeleteProductRequest(product_id=item.product_id))
+
+    async def gone():
+        reply = await client.SearchProducts(pb.SearchProductsRequest(q=word))
+        return reply.total_hits == 0 and not reply.fallback
+
+    await eventually(gone)
+    assert indexed_doc(alias, item.product_id)["is_active"] is False
+
+
+async def test_reindex_swaps_the_alias_while_searches_keep_answering(mesh, world, index_and_pool):
+    index, pool, _settings = index_and_pool
+    client = stub(mesh)
+    before = await index.alias_indexes()
+    expected = (await client.SearchProducts(pb.SearchProductsRequest(category_path=world.root))).total_hits
+    answers: list[pb.SearchProductsResponse] = []
+    stop = asyncio.Event()
+
+    async def keep_searching() -> None:
+        while not stop.is_set():
+            answers.append(await client.SearchProducts(pb.SearchProductsRequest(category_path=world.root)))
+
+    searcher = asyncio.ensure_future(keep_searching())
+    try:
+        await asyncio.sleep(0.3)
+        report = await jobs.reindex(pool, index, batch_size=7)  # small batches: a longer window
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await searcher
+    after = await index.alias_indexes()
+    assert after == [report["index"]] and report["index"] not in before
+    assert report["replaced"] == before
+    async with httpx.AsyncClient() as http:
+        for name in before:
+            assert (await http.head(f"{OPENSEARCH}/{name}")).status_code == 404, "old index must be dropped"
+    assert report["documents"] >= len(world.items)
+    assert len(answers) >= 5
+    assert all(not a.fallback and a.total_hits == expected for a in answers), [
+        (a.fallback, a.total_hits) for a in answers if a.fallback or a.total_hits != expected
+    ]
+    # writes keep flowing into the new index
+    word = token()
+    admin = admin_stub(mesh)
+    await admin.UpdateProduct(
+        pb.UpdateProductRequest(
+            product_id=world.items[2].product_id,
+            product=pb.Product(description=f"now with {word}"),
+            update_mask=field_mask_pb2.FieldMask(paths=["description"]),
+        )
+    )
+
+    async def findable():
+        reply = await client.SearchProducts(pb.SearchProductsRequest(q=word))
+        return reply.total_hits == 1 and not reply.fallback
+
+    await eventually(findable)
+
+
+async def test_reconcile_repairs_missing_stale_and_extra_documents(mesh, world, index_and_pool):
+    index, pool, _settings = index_and_pool
+    alias = alias_of(mesh)
+    missing, altered = world.items[3], world.items[4]
+    async with httpx.AsyncClient() as http:
+        # lost document: removed at its own version (as if it had never been written)
+        lost = (await http.get(f"{OPENSEARCH}/{alias}/_doc/{missing.product_id}")).json()["_source"]
+        await http.delete(
+            f"{OPENSEARCH}/{alias}/_doc/{missing.product_id}",
+            params={
+                "version": search_os.document_version(lost),
+                "version_type": "external_gte",
+                "refresh": "true",
+            },
+        )
+        doc = (await http.get(f"{OPENSEARCH}/{alias}/_doc/{altered.product_id}")).json()["_source"]
+        tampered = {**doc, "in_stock": not doc["in_stock"], "title": "tampered"}
+        await http.put(
+            f"{OPENSEARCH}/{alias}/_doc/{altered.product_id}",
+            params={
+                "version": search_os.document_version(doc),
+                "version_type": "external_gte",
+                "refresh": "true",
+            },
+            json=tampered,
+        )
+        ghost = {**doc, "id": 987654321, "title": "ghost"}
+        await http.put(
+            f"{OPENSEARCH}/{alias}/_doc/987654321",
+            params={"version": 1, "version_type": "external_gte", "refresh": "true"},
+            json=ghost,
+        )
+    report = await jobs.reconcile(pool, index)
+    assert report.missing >= 1 and report.stale >= 1 and report.extra >= 1 and report.ahead == 0, report
+    await index.refresh()
+    assert indexed_doc(alias, missing.product_id) is not None
+    repaired = indexed_doc(alias, altered.product_id)
+    assert repaired["in_stock"] == doc["in_stock"] and repaired["title"] != "tampered"
+    assert indexed_doc(alias, 987654321) is None
