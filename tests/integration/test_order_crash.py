@@ -1,0 +1,167 @@
+"""Crashes at each checkout step boundary: order_svc SIGKILLs itself at a failpoint
+(SHOPMESH_FAILPOINTS), is restarted, and a retry with the same key (or the recovery job) finishes
+the order exactly once: one order, at most one capture, stock moved once, one order.created."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from shop.order.v1 import cart_pb2, order_pb2, order_pb2_grpc
+
+from meshkit.auth import INTERNAL_TOKEN_HEADER, TokenMinter
+from meshkit.context import Principal
+from tests.integration.order_helpers import (
+    add,
+    admin_orders,
+    captures,
+    carts,
+    checkout_request,
+    new_key,
+    new_product,
+    order_events,
+    orders,
+    orders_for_key,
+    reason_of,
+    start_order_mesh,
+    stock_of,
+    user_id,
+)
+
+pytestmark = pytest.mark.fault
+
+PAID = order_pb2.ORDER_STATUS_PAID
+
+
+async def _crash_during_checkout(mesh, failpoint: str, user: str, key: str, token: str = "") -> None:
+    await start_order_mesh(mesh, {"SHOPMESH_FAILPOINTS": failpoint})
+    proc = mesh.procs["order_svc"]
+    # a channel of its own (not sharing the mesh channels' subchannel, which may still be backing
+    # off from the restart) that fails fast instead of waiting for the dead server to come back
+    internal = TokenMinter(mesh.internal_secret, Principal(user, ())).token()
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    async with grpc.aio.insecure_channel(mesh.addr("order_svc"), options=options) as channel:
+        stub = order_pb2_grpc.OrderServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Checkout(
+                checkout_request(key, token),
+                metadata=[(INTERNAL_TOKEN_HEADER, internal)],
+                timeout=10,
+                wait_for_ready=True,
+            )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+    assert await proc.wait_exit(10) == -signal.SIGKILL, "order_svc did not die at the failpoint"
+    await start_order_mesh(mesh)  # restarted without failpoints
+
+
+async def _retry(mesh, user: str, key: str, token: str = "", timeout: float = 20.0):
+    """Retry with the same key while the crashed attempt's ~3 s lease keeps it IN_PROGRESS."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return (await orders(mesh, user).Checkout(checkout_request(key, token))).order
+        except grpc.aio.AioRpcError as error:
+            in_progress = reason_of(error) == "IDEMPOTENCY_KEY_IN_PROGRESS"
+            if not in_progress or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.5)
+
+
+async def _single_order_id(mesh, user: str, key: str) -> str:
+    rows = orders_for_key(mesh.database_url, user, key)
+    assert len(rows) == 1, rows
+    return str(rows[0][0])
+
+
+@pytest.mark.parametrize("failpoint", ["after_order_created", "after_commit", "after_payment"])
+async def test_crash_at_a_step_boundary_then_retry_completes_exactly_once(mesh, failpoint):
+    user, key = user_id(), new_key()
+    await start_order_mesh(mesh)
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+
+    await _crash_during_checkout(mesh, failpoint, user, key)
+    order = await _retry(mesh, user, key)
+
+    assert order.status == PAID
+    assert await _single_order_id(mesh, user, key) == order.id
+    assert [status for status, _, _ in captures(mesh.database_url, order.id)] == ["captured"]
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved) == (3, 0)
+    assert list((await carts(mesh, user).GetCart(cart_pb2.GetCartRequest())).cart.items) == []
+    events = order_events(mesh, order.id, want=2)
+    assert len({e.event_id for e in events if e.WhichOneof("payload") == "order_created"}) == 1
+    assert [e.version for e in events if e.WhichOneof("payload") == "order_status_changed"] == [2]
+    again = (await orders(mesh, user).Checkout(checkout_request(key))).order
+    assert again.SerializeToString(deterministic=True) == order.SerializeToString(deterministic=True)
+
+
+async def test_crash_after_restocking_a_declined_payment_restocks_once(mesh):
+    user, key = user_id(), new_key()
+    await start_order_mesh(mesh)
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+
+    await _crash_during_checkout(mesh, "after_restock", user, key, "tok_decline")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _retry(mesh, user, key, "tok_decline")
+
+    assert reason_of(caught.value) == "PAYMENT_DECLINED"
+    order_id = await _single_order_id(mesh, user, key)
+    assert [status for status, _, _ in captures(mesh.database_url, order_id)] == ["declined"]
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
+
+
+async def _recover_until(mesh, order_id: str, field: str, timeout: float = 20.0) -> None:
+    """RecoverOrders skips orders whose crashed driver's lease has not expired yet: ask until done."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = await admin_orders(mesh).RecoverOrders(
+            order_pb2.RecoverOrdersRequest(min_age=duration_pb2.Duration(seconds=0))
+        )
+        if order_id in getattr(response, field):
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"order {order_id} not in {field}")
+
+
+async def test_recovery_compensates_a_checkout_that_crashed_before_payment(mesh):
+    user, key = user_id(), new_key()
+    await start_order_mesh(mesh)
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+
+    await _crash_during_checkout(mesh, "after_commit", user, key)
+    order_id = await _single_order_id(mesh, user, key)
+    assert (await stock_of(mesh, product)).quantity == 3  # committed to the order when it crashed
+    await _recover_until(mesh, order_id, "compensated_order_ids")
+
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
+    assert [status for status, _, _ in captures(mesh.database_url, order_id)] == ["voided"]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await orders(mesh, user).Checkout(checkout_request(key))
+    assert reason_of(caught.value) == "CHECKOUT_ABANDONED"
+
+
+async def test_recovery_completes_a_checkout_that_crashed_after_payment(mesh):
+    user, key = user_id(), new_key()
+    await start_order_mesh(mesh)
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+
+    await _crash_during_checkout(mesh, "after_payment", user, key)
+    order_id = await _single_order_id(mesh, user, key)
+    await _recover_until(mesh, order_id, "completed_order_ids")
+
+    order = (await orders(mesh, user).Checkout(checkout_request(key))).order
+    assert (order.id, order.status) == (order_id, PAID)
+    assert [status for status, _, _ in captures(mesh.database_url, order_id)] == ["captured"]
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved) == (3, 0)
+    assert list((await carts(mesh, user).GetCart(cart_pb2.GetCartRequest())).cart.items) == []
