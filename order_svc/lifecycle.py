@@ -152,6 +152,8 @@ class OrderLifecycle:
         assert found is not None
         current = found[1]
         if not started:
+            if current.status == target == OrderStatus.CANCELLED:
+                return current  # a concurrent cancel finished first: cancelling twice is harmless
             raise InvalidTransition(order.id, current.status, target)
         return await self.finish_transition(current)
 

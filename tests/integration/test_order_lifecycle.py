@@ -1,0 +1,198 @@
+"""Order lifecycle over gRPC: reads scoped to the owner, pagination, cancel/refund restocking exactly
+once, admin ship/deliver, invalid transitions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from shop.order.v1 import order_pb2
+
+from tests.integration.order_helpers import (
+    add,
+    admin_orders,
+    captures,
+    checkout,
+    checkout_request,
+    metadata_of,
+    new_key,
+    new_product,
+    order_events,
+    orders,
+    reason_of,
+    sql,
+    start_order_mesh,
+    stock_of,
+    user_id,
+)
+
+S = order_pb2
+
+
+async def _paid_order(mesh, user: str, product: int, quantity: int = 1) -> order_pb2.Order:
+    await add(mesh, user, product, quantity)
+    order = await checkout(mesh, user, new_key())
+    assert order.status == S.ORDER_STATUS_PAID
+    return order
+
+
+async def _fails(call, code: grpc.StatusCode, reason: str) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert (caught.value.code(), reason_of(caught.value)) == (code, reason), caught.value.details()
+    return caught.value
+
+
+def _restocks(mesh, order_id: str) -> list[tuple]:
+    return sql(
+        mesh.database_url,
+        "SELECT product_id, quantity_delta FROM inventory.stock_ledger WHERE order_id = %s AND movement = 'restock'",
+        order_id,
+    )
+
+
+async def test_users_read_and_page_through_only_their_own_orders(mesh):
+    await start_order_mesh(mesh)
+    user, other = user_id(), user_id()
+    product = await new_product(mesh, stock=10)
+    placed = [await _paid_order(mesh, user, product) for _ in range(3)]
+    stub = orders(mesh, user)
+
+    first = await stub.ListOrders(S.ListOrdersRequest(page_size=2))
+    second = await stub.ListOrders(S.ListOrdersRequest(page_size=2, page_token=first.next_page_token))
+    assert [o.id for o in first.orders] == [placed[2].id, placed[1].id]
+    assert [o.id for o in second.orders] == [placed[0].id] and second.next_page_token == ""
+    assert (await stub.GetOrder(S.GetOrderRequest(order_id=placed[0].id))).order == second.orders[0]
+
+    await _fails(
+        orders(mesh, other).GetOrder(S.GetOrderRequest(order_id=placed[0].id)),
+        grpc.StatusCode.NOT_FOUND,
+        "ORDER_NOT_FOUND",
+    )
+    await _fails(
+        orders(mesh, other).CancelOrder(S.CancelOrderRequest(order_id=placed[0].id)),
+        grpc.StatusCode.NOT_FOUND,
+        "ORDER_NOT_FOUND",
+    )
+    assert list((await orders(mesh, other).ListOrders(S.ListOrdersRequest())).orders) == []
+    admin_view = await admin_orders(mesh).GetOrder(S.GetOrderRequest(order_id=placed[0].id))
+    assert admin_view.order.user_id == user
+    await _fails(
+        stub.ListOrders(S.ListOrdersRequest(page_token="not-a-token")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+    await _fails(
+        stub.GetOrder(S.GetOrderRequest(order_id="nope")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+
+
+async def test_cancel_restocks_and_refunds_exactly_once_even_when_repeated_concurrently(mesh):
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=5)
+    order = await _paid_order(mesh, user, product, 2)
+    assert (await stock_of(mesh, product)).quantity == 3
+
+    stub = orders(mesh, user)
+    results = await asyncio.gather(
+        *(
+            stub.CancelOrder(S.CancelOrderRequest(order_id=order.id, reason="changed my mind"))
+            for _ in range(5)
+        )
+    )
+
+    assert {r.order.status for r in results} == {S.ORDER_STATUS_CANCELLED}
+    assert {r.order.payment.status for r in results} == {S.PAYMENT_STATUS_REFUNDED}
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
+    assert _restocks(mesh, order.id) == [(product, 2)]
+    assert [status for status, _, _ in captures(mesh.database_url, order.id)] == ["refunded"]
+    again = await stub.CancelOrder(S.CancelOrderRequest(order_id=order.id))
+    assert again.order.status == S.ORDER_STATUS_CANCELLED
+    assert (await stock_of(mesh, product)).quantity == 5
+    changes = [
+        (e.version, e.order_status_changed.to_status)
+        for e in order_events(mesh, order.id, want=3)
+        if e.WhichOneof("payload") == "order_status_changed"
+    ]
+    assert sorted(set(changes)) == [(2, S.ORDER_STATUS_PAID), (3, S.ORDER_STATUS_CANCELLED)]
+
+
+async def test_admin_ships_delivers_and_refunds_and_invalid_moves_are_refused(mesh):
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=5)
+    order = await _paid_order(mesh, user, product, 2)
+    admin = admin_orders(mesh)
+
+    await _fails(
+        orders(mesh, user).ShipOrder(S.ShipOrderRequest(order_id=order.id, tracking_number="T1")),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "ADMIN_REQUIRED",
+    )
+    await _fails(
+        admin.ShipOrder(S.ShipOrderRequest(order_id=order.id, tracking_number=" ")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+    )
+    error = await _fails(
+        admin.DeliverOrder(S.DeliverOrderRequest(order_id=order.id)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INVALID_ORDER_TRANSITION",
+    )
+    assert metadata_of(error)["from_status"] == "ORDER_STATUS_PAID"
+    assert metadata_of(error)["to_status"] == "ORDER_STATUS_DELIVERED"
+
+    shipped = (await admin.ShipOrder(S.ShipOrderRequest(order_id=order.id, tracking_number="1Z999"))).order
+    assert (shipped.status, shipped.tracking_number) == (S.ORDER_STATUS_SHIPPED, "1Z999")
+    await _fails(
+        orders(mesh, user).CancelOrder(S.CancelOrderRequest(order_id=order.id)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INVALID_ORDER_TRANSITION",
+    )
+    delivered = (await admin.DeliverOrder(S.DeliverOrderRequest(order_id=order.id))).order
+    assert delivered.status == S.ORDER_STATUS_DELIVERED
+    assert (await stock_of(mesh, product)).quantity == 3
+
+    refunded = (await admin.RefundOrder(S.RefundOrderRequest(order_id=order.id, reason="damaged"))).order
+    assert (refunded.status, refunded.payment.status) == (S.ORDER_STATUS_REFUNDED, S.PAYMENT_STATUS_REFUNDED)
+    assert (await stock_of(mesh, product)).quantity == 5
+    await _fails(
+        admin.RefundOrder(S.RefundOrderRequest(order_id=order.id)),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INVALID_ORDER_TRANSITION",
+    )
+    assert _restocks(mesh, order.id) == [(product, 2)]
+    await _fails(
+        admin.ShipOrder(
+            S.ShipOrderRequest(order_id="00000000-0000-0000-0000-000000000000", tracking_number="X")
+        ),
+        grpc.StatusCode.NOT_FOUND,
+        "ORDER_NOT_FOUND",
+    )
+
+
+async def test_cancelling_a_checkout_left_pending_gives_the_stock_back(mesh):
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+    key = new_key()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await orders(mesh, user).Checkout(checkout_request(key, "tok_timeout"))
+    order_id = metadata_of(caught.value)["order_id"]
+
+    cancelled = (await orders(mesh, user).CancelOrder(S.CancelOrderRequest(order_id=order_id))).order
+
+    assert cancelled.status == S.ORDER_STATUS_CANCELLED
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
+    await _fails(
+        orders(mesh, user).Checkout(checkout_request(key, "tok_timeout")),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "CHECKOUT_ABANDONED",
+    )
