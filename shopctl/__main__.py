@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from shopctl import audit, catalog, inventory, outbox, token
+from shopctl import audit, catalog, inventory, orders, outbox, token
 
 app = typer.Typer(no_args_is_help=True, help="Shopmesh operator CLI.", pretty_exceptions_enable=False)
 app.add_typer(audit.app, name="audit")
@@ -17,6 +17,7 @@ app.add_typer(catalog.recs_app, name="recs")
 app.add_typer(inventory.stock_app, name="stock")
 app.add_typer(inventory.reservations_app, name="reservations")
 app.add_typer(inventory.invariants_app, name="invariants")
+app.add_typer(orders.app, name="orders")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(token.app, name="token")
 
