@@ -29,6 +29,7 @@ from gateway.errors import GatewayError
 from gateway.fanout import FanoutCall
 from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import build_openapi
+from gateway.protodoc import load_comments
 from gateway.ratelimit import RateLimiter
 from gateway.routes import Route as ApiRoute
 from gateway.routes import (
@@ -110,7 +111,8 @@ def build_app(settings: GatewaySettings) -> Starlette:
     addresses.update(
         {area: area_address(area, settings) for route in api_routes for area in route.fanout_services}
     )
-    openapi_body = json_response(200, build_openapi(api_routes)).body
+    comments = load_comments(Path(settings.protos_dir))
+    openapi_body = json_response(200, build_openapi(api_routes, comments=comments)).body
     verifier = JwtVerifier(
         key=settings.jwt_verification_key(),
         algorithm=settings.jwt_algorithm,

@@ -51,6 +51,7 @@ class GatewaySettings(CommonSettings):
     # routing: extra or overriding upstreams, "shop.audit.v1.AuditService=127.0.0.1:50054,..."
     service_addrs: str = ""
     docs_assets_dir: str = str(REPO_ROOT / "node_modules" / "swagger-ui-dist")
+    protos_dir: str = str(REPO_ROOT / "protos")  # comments become the OpenAPI descriptions (optional)
 
     def rate_limit_buckets(self) -> dict[str, Bucket]:
         buckets = parse_buckets(DEFAULT_RATE_LIMITS, "DEFAULT_RATE_LIMITS")

@@ -97,9 +97,20 @@ def _behaviors(field: FieldDescriptor) -> set[int]:
     return set(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
 
 
+def _annotate(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """Add keywords next to a schema; a $ref gets them through allOf (OpenAPI 3.0 ignores $ref siblings)."""
+    extra = {key: value for key, value in extra.items() if value}
+    if not extra:
+        return schema
+    if "$ref" in schema:
+        return {"allOf": [schema], **extra}
+    return {**schema, **extra}
+
+
 class _SchemaBuilder:
-    def __init__(self) -> None:
+    def __init__(self, comments: dict[str, str]) -> None:
         self.components: dict[str, dict[str, Any]] = {}
+        self.comments = comments
 
     def ref(self, message: Descriptor) -> dict[str, Any]:
         if message.full_name in _WELL_KNOWN:
@@ -115,13 +126,16 @@ class _SchemaBuilder:
         for field in message.fields:
             if field.name in exclude:
                 continue
-            properties[field.json_name] = self.field_schema(field)
             behaviors = _behaviors(field)
-            if field_behavior_pb2.OUTPUT_ONLY in behaviors:
-                properties[field.json_name] = {**properties[field.json_name], "readOnly": True}
-            elif field_behavior_pb2.REQUIRED in behaviors:
+            output_only = field_behavior_pb2.OUTPUT_ONLY in behaviors
+            properties[field.json_name] = _annotate(
+                self.field_schema(field), readOnly=output_only, description=self.comments.get(field.full_name)
+            )
+            if field_behavior_pb2.REQUIRED in behaviors and not output_only:
                 required.append(field.json_name)
         schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+        if message.full_name in self.comments:
+            schema["description"] = self.comments[message.full_name]
         if required:
             schema["required"] = required
         return schema
@@ -160,6 +174,8 @@ def _query_parameters(
                 params.extend(_query_parameters(builder, nested, f"{name}.", bound, depth + 1))
             continue
         param: dict[str, Any] = {"name": name, "in": "query", "schema": builder.field_schema(field)}
+        if field.full_name in builder.comments:
+            param["description"] = builder.comments[field.full_name]
         if field.is_repeated:
             param.update(style="form", explode=True)
         if field_behavior_pb2.REQUIRED in behaviors:
@@ -198,6 +214,11 @@ def _operation(builder: _SchemaBuilder, route: Route) -> dict[str, Any]:
         "summary": f"{route.service.name}.{route.method.name}",
         "tags": [route.service.name],
         "x-grpc-method": route.grpc_path,
+        **(
+            {"description": builder.comments[route.method.full_name]}
+            if route.method.full_name in builder.comments
+            else {}
+        ),
         "x-rate-limit-class": route.rate_limit_class,
     }
     if route.body == "*":
@@ -264,8 +285,15 @@ def _error_responses(route: Route) -> dict[str, Any]:
     return responses
 
 
-def build_openapi(routes: list[Route], *, title: str = "Shopmesh API", version: str = "v1") -> dict[str, Any]:
-    builder = _SchemaBuilder()
+def build_openapi(
+    routes: list[Route],
+    *,
+    comments: dict[str, str] | None = None,
+    title: str = "Shopmesh API",
+    version: str = "v1",
+) -> dict[str, Any]:
+    """The document; `comments` (gateway.protodoc) adds the protos' prose as descriptions."""
+    builder = _SchemaBuilder(comments or {})
     paths: dict[str, dict[str, Any]] = {}
     for route in sorted(routes, key=lambda r: (r.path.template, r.http_method)):
         paths.setdefault(route.path.openapi_path, {})[route.http_method.lower()] = _operation(builder, route)
@@ -279,6 +307,10 @@ def build_openapi(routes: list[Route], *, title: str = "Shopmesh API", version: 
             "description": "Generated from the google.api.http annotations of the Shopmesh protos.",
         },
         "servers": [{"url": "/"}],
+        "tags": [
+            {"name": name, **({"description": builder.comments[full]} if full in builder.comments else {})}
+            for name, full in sorted({(r.service.name, r.service.full_name) for r in routes})
+        ],
         "paths": paths,
         "components": {
             "schemas": schemas,

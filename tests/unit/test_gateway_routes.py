@@ -164,3 +164,33 @@ def test_openapi_describes_every_route(app) -> None:
     product = document["components"]["schemas"]["shop.catalog.v1.Product"]
     assert product["properties"]["id"]["readOnly"] is True
     assert product["properties"]["id"]["type"] == "string"  # int64 as a JSON string
+
+
+def test_openapi_descriptions_come_from_the_proto_comments(app) -> None:
+    from gateway.config import REPO_ROOT
+    from gateway.protodoc import load_comments, parse_file
+
+    comments = load_comments(REPO_ROOT / "protos")
+    document = build_openapi(app.state.api_routes, comments=comments)
+    get_product = document["paths"]["/v1/products/{product_id}"]["get"]
+    assert get_product["description"].startswith("Returns one product.")
+    product = document["components"]["schemas"]["shop.catalog.v1.Product"]
+    assert product["description"].startswith("A product")
+    assert product["properties"]["price"]["allOf"] == [{"$ref": "#/components/schemas/shop.common.v1.Money"}]
+    assert product["properties"]["price"]["description"] == "Unit price (USD, whole cents)."
+    brands = next(
+        p for p in document["paths"]["/v1/products:search"]["get"]["parameters"] if p["name"] == "brands"
+    )
+    assert "repeat the parameter" in brands["description"]
+    nested = parse_file(
+        "package a.v1;\n// Outer doc.\nmessage Outer {\n  // Inner doc.\n  message Inner { int32 x = 1; }\n"
+        "  // Field doc.\n  Inner inner = 1;\n}\n// Svc.\nservice S {\n  // Call doc.\n"
+        '  rpc Call(Outer) returns (Outer) {\n    option (google.api.http) = {get: "/v1/x"};\n  }\n}\n'
+    )
+    assert nested == {
+        "a.v1.Outer": "Outer doc.",
+        "a.v1.Outer.Inner": "Inner doc.",
+        "a.v1.Outer.inner": "Field doc.",
+        "a.v1.S": "Svc.",
+        "a.v1.S.Call": "Call doc.",
+    }
