@@ -8,11 +8,13 @@ from gateway.app import build_app
 from gateway.config import GatewaySettings
 from meshkit.logs import configure_logging
 from meshkit.settings import load_settings
+from meshkit.tracing import configure_tracing
 
 
 def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name, settings.otlp_endpoint)
     common = {
         "host": settings.gateway_host,
         "port": settings.gateway_port,

@@ -41,7 +41,9 @@ from gateway.routes import (
 )
 from meshkit.auth import TokenMinter
 from meshkit.clients import open_channel
+from meshkit.logs import configure_logging
 from meshkit.settings import load_settings
+from meshkit.tracing import configure_tracing
 
 log = logging.getLogger("gateway")
 
@@ -228,4 +230,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
 
 def create_app() -> Starlette:
     """Factory for uvicorn's multi-worker mode: each worker reads the settings itself."""
-    return build_app(load_settings(GatewaySettings))
+    settings = load_settings(GatewaySettings)
+    configure_logging(settings.service_name, settings.log_level)
+    configure_tracing(settings.service_name, settings.otlp_endpoint)
+    return build_app(settings)

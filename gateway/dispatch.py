@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 import grpc
 from google.protobuf.message import Message
+from opentelemetry import propagate
 from shop.api.v1 import options_pb2
 from starlette.requests import Request
 from starlette.responses import Response
@@ -131,7 +132,9 @@ class Dispatcher:
             headers=request.headers,
             max_page_size=self.max_page_size,
         )
-        metadata = ((INTERNAL_TOKEN_HEADER, self.internal_tokens.token_for(principal)),)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # traceparent of the HTTP span, so service spans join the trace
+        metadata = ((INTERNAL_TOKEN_HEADER, self.internal_tokens.token_for(principal)), *carrier.items())
         try:
             reply, replayed = await upstream.invoke(message, metadata)
         except grpc.aio.AioRpcError as error:

@@ -8,6 +8,8 @@ import re
 import time
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import metrics
@@ -21,6 +23,8 @@ REQUEST_ID_HEADER = b"x-request-id"
 _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 ROUTE_KEY = "shopmesh.route"  # scope keys the dispatcher fills in for the log and metrics
 USER_KEY = "shopmesh.user"
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
+_tracer = trace.get_tracer("gateway")
 
 
 def _request_id(scope: Scope) -> str:
@@ -56,6 +60,16 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         request_id = _request_id(scope)
         token = request_id_var.set(request_id)
+        # the HTTP server span: continues a caller's W3C trace; the dispatcher passes it on upstream
+        carrier = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope.get("headers", ())
+            if k in _TRACE_HEADERS
+        }
+        span = _tracer.start_span(
+            f"HTTP {scope.get('method', '')}", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
+        )
+        span_token = otel_context.attach(trace.set_span_in_context(span))
         state: dict[str, Any] = {"status": 500, "bytes": 0, "started": False}
 
         async def send_with_id(message: Message) -> None:
@@ -91,6 +105,12 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = self._route_label(scope)
             method = scope.get("method", "")
+            span.update_name(f"{method} {route}")
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", state["status"])
+            if state["status"] >= 500:
+                span.set_status(trace.StatusCode.ERROR)
             metrics.http_requests_total.labels(route, method, str(state["status"])).inc()
             metrics.http_request_duration_seconds.labels(route, method).observe(elapsed)
             client = scope.get("client")
@@ -107,4 +127,6 @@ class RequestContextMiddleware:
                     "user": scope.get(USER_KEY, ""),
                 },
             )
+            otel_context.detach(span_token)
+            span.end()
             request_id_var.reset(token)

@@ -1,0 +1,100 @@
+"""The dispatcher's request pipeline with a recording upstream (no servers): what goes upstream."""
+
+from __future__ import annotations
+
+import secrets
+
+import jwt
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from shop.inventory.v1 import inventory_pb2
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from gateway.app import load_api_routes
+from gateway.auth import InternalTokens, JwtVerifier
+from gateway.dispatch import Dispatcher
+from gateway.middleware import RequestContextMiddleware
+from meshkit.auth import INTERNAL_TOKEN_HEADER, verify_internal_token
+from meshkit.context import Principal
+
+SECRET = "dispatch-test-jwt-secret-0123456789abcdef"
+INTERNAL = "dispatch-test-internal-secret-0123456789ab"
+
+
+class RecordingUpstream:
+    def __init__(self, route, reply) -> None:
+        self.route = route
+        self.reply = reply
+        self.calls: list[tuple[object, dict[str, str]]] = []
+
+    async def invoke(self, message, metadata):
+        self.calls.append((message, dict(metadata)))
+        return self.reply, False
+
+
+@pytest.fixture(scope="module")
+def provider() -> TracerProvider:
+    provider = TracerProvider()
+    trace.set_tracer_provider(provider)
+    return provider
+
+
+def client_for(upstream: RecordingUpstream) -> TestClient:
+    dispatcher = Dispatcher(
+        upstreams=[upstream],
+        verifier=JwtVerifier(key=SECRET, algorithm="HS256", audience="shopmesh"),
+        internal_tokens=InternalTokens(INTERNAL, ttl_seconds=60),
+        limiter=None,
+        max_body_bytes=1024,
+        max_page_size=100,
+    )
+
+    async def api(request: Request):
+        return await dispatcher(request)
+
+    app = Starlette(
+        routes=[Route("/{path:path}", api, methods=["GET", "POST"])],
+        middleware=[Middleware(RequestContextMiddleware)],
+    )
+    return TestClient(app)
+
+
+def test_principal_trace_and_request_id_go_upstream(provider) -> None:
+    route = next(r for r in load_api_routes() if r.path.template == "/v1/products/{product_id}/stock:adjust")
+    upstream = RecordingUpstream(route, inventory_pb2.AdjustStockResponse())
+    token = jwt.encode(
+        {"sub": "ops-1", "roles": ["admin"], "aud": "shopmesh", "exp": 9_999_999_999},
+        SECRET,
+        algorithm="HS256",
+    )
+    trace_id = secrets.token_hex(16)
+    reply = client_for(upstream).post(
+        "/v1/products/42/stock:adjust",
+        json={"warehouseId": "2", "delta": 3},
+        headers={
+            "Authorization": f"Bearer {token}",
+            "traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01",
+            "X-Request-Id": "req-1",
+        },
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-request-id"] == "req-1"
+    [(message, metadata)] = upstream.calls
+    assert (message.product_id, message.warehouse_id, message.delta) == (42, 2, 3)
+    assert verify_internal_token(INTERNAL, metadata[INTERNAL_TOKEN_HEADER]) == Principal("ops-1", ("admin",))
+    assert metadata["traceparent"].split("-")[1] == trace_id  # the gateway's span, in the caller's trace
+
+
+def test_anonymous_callers_go_upstream_as_anonymous(provider) -> None:
+    route = next(r for r in load_api_routes() if r.path.template == "/v1/products/{product_id}/stock")
+    upstream = RecordingUpstream(route, inventory_pb2.GetStockResponse())
+    assert client_for(upstream).get("/v1/products/7/stock").status_code == 200
+    [(_, metadata)] = upstream.calls
+    assert verify_internal_token(INTERNAL, metadata[INTERNAL_TOKEN_HEADER]) == Principal(
+        "anonymous", ("anonymous",)
+    )
