@@ -21,6 +21,9 @@ def build_producer(bootstrap: str, *, client_id: str) -> KafkaProducer:
         request_timeout_ms=5000,
         delivery_timeout_ms=15000,
         max_block_ms=5000,
+        # kafka-python waits 30 s by default before giving up on an unreachable bootstrap server; the
+        # relay should fail like any other send, count it and back off
+        bootstrap_timeout_ms=5000,
         compression_type=None,
     )
 

@@ -14,6 +14,7 @@ wait; the service keeps accepting writes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -126,6 +127,7 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._poll = poll_seconds
         self.wakeup = asyncio.Event()
+        self._next_backlog_report = 0.0
 
     async def run(self) -> None:
         """Forever: become leader if possible, publish batches, back off on Kafka failures."""
@@ -135,6 +137,10 @@ class OutboxRelay:
                 is_leader = await self._lease.still_held() or await self._lease.acquire()
                 metrics.outbox_relay_leader.labels(self._service).set(1 if is_leader else 0)
                 if not is_leader:
+                    # a follower reports an empty backlog, so max() over a service's processes is the
+                    # leader's figure and a former leader's last value does not linger
+                    metrics.outbox_backlog.labels(self._service).set(0)
+                    metrics.outbox_oldest_age_seconds.labels(self._service).set(0)
                     await asyncio.sleep(1.0)
                     continue
                 try:
@@ -146,11 +152,16 @@ class OutboxRelay:
                         "outbox publish failed", extra={"error": repr(exc)[:300], "service": self._service}
                     )
                     await self._drop_producer()
+                    # while Kafka is down the backlog's age is what the OutboxBacklogOld alert watches
+                    with contextlib.suppress(Exception):
+                        await self._update_backlog_metrics()
                     backoff = min(backoff * 2, 5.0)
                     await asyncio.sleep(backoff)
                     continue
-                if sent < self._batch_size:
+                if sent < self._batch_size or time.monotonic() >= self._next_backlog_report:
+                    # idle: after every poll; busy with full batches: at least once a second
                     await self._update_backlog_metrics()
+                if sent < self._batch_size:
                     try:
                         await asyncio.wait_for(self.wakeup.wait(), timeout=self._poll)
                     except TimeoutError:
@@ -191,6 +202,7 @@ class OutboxRelay:
             row = await cur.fetchone()
         metrics.outbox_backlog.labels(self._service).set(row["n"])
         metrics.outbox_oldest_age_seconds.labels(self._service).set(float(row["age"]))
+        self._next_backlog_report = time.monotonic() + 1.0
 
     async def _get_producer(self) -> KafkaProducer:
         if self._producer is None:
