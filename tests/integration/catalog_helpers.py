@@ -453,6 +453,7 @@ async def consumed(mesh: Mesh, event_ids: Iterable[str], consumer: str = "catalo
 
 
 def catalog_sql(database_url: str, query: str, params: tuple = ()) -> list[tuple]:
-    """Read catalog's tables (test assertions only)."""
+    """Read (or, to set up a case, write) catalog's tables directly: test code only."""
     with psycopg.connect(database_url) as conn:
-        return conn.execute(query, params).fetchall()
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []

@@ -251,3 +251,27 @@ async def test_search_is_logged(mesh, world):
     rows = await eventually(logged, timeout=10)
     assert rows[0][0] == 0 and rows[0][1] == "opensearch"
     assert rows[0][2]["in_stock"] is True and rows[0][2]["category_path"] == world.root
+
+
+async def test_search_log_retention_deletes_only_rows_past_90_days(mesh, world):
+    from catalog_svc import jobs
+    from meshkit.db import open_pool
+
+    old, recent = f"{world.word} old", f"{world.word} recent"
+    catalog_sql(
+        mesh.database_url,
+        "INSERT INTO catalog.search_log (query, filters, result_count, engine, took_ms, created_at) VALUES"
+        " (%s, '{}', 0, 'opensearch', 1, now() - interval '91 days'),"
+        " (%s, '{}', 0, 'opensearch', 1, now() - interval '89 days')",
+        (old, recent),
+    )
+    pool = await open_pool(mesh.database_url, schema="catalog", min_size=1, max_size=1)
+    try:
+        deleted = await jobs.purge_search_log(pool, retention_days=90, batch=1)
+    finally:
+        await pool.close()
+    assert deleted >= 1
+    left = catalog_sql(
+        mesh.database_url, "SELECT query FROM catalog.search_log WHERE query = ANY(%s)", ([old, recent],)
+    )
+    assert left == [(recent,)]
