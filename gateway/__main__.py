@@ -22,6 +22,8 @@ def main() -> None:
         "log_config": None,  # keep meshkit's JSON logging
         "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
         "server_header": False,
+        "proxy_headers": True,
+        "forwarded_allow_ips": settings.trusted_proxies,
         "http": "httptools",  # C parser (a dependency); h11 costs ~15% more CPU per request
         "loop": "asyncio",  # grpc.aio runs on the standard asyncio loop
     }

@@ -35,6 +35,8 @@ class GatewaySettings(CommonSettings):
     jwt_issuer: str = ""  # when set, the `iss` claim must equal it
     jwt_leeway_seconds: int = 5
     # protection
+    # proxies whose X-Forwarded-For is believed (the client IP keys anonymous rate limits)
+    trusted_proxies: str = "127.0.0.1"
     cors_origins: str = ""  # comma-separated; "*" allows any origin; empty disables CORS
     max_body_bytes: int = 256 * 1024
     max_page_size: int = 100
