@@ -10,16 +10,19 @@ only one of its kind there and each number it reports is caused by the test alon
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import urlsplit
 
+import httpx
 import psycopg
 import pytest
+import pytest_asyncio
 from psycopg import sql
 
 from meshkit.migrate import ROOT, SERVICE_SCHEMAS, apply_migrations
 from tests.conftest import InfraEndpoints
-from tests.harness import mesh  # noqa: F401  (session fixture: real service processes)
+from tests.harness import Mesh, mesh  # noqa: F401  (session fixture: real service processes)
+from tests.observability.shop import Shop
 
 
 @pytest.fixture(scope="session")
@@ -38,3 +41,20 @@ def private_database(infra_endpoints: InfraEndpoints) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
             conn.execute(sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def obs_mesh(mesh: Mesh, private_database: str) -> Mesh:  # noqa: F811
+    """This directory's mesh, pointed at the private database before any of its services starts."""
+    mesh.database_url = private_database
+    mesh.env["SHOPMESH_DATABASE_URL"] = private_database
+    return mesh
+
+
+@pytest_asyncio.fixture(scope="module")
+async def shop(obs_mesh: Mesh) -> AsyncIterator[Shop]:
+    """The three services and the gateway, driven over HTTP."""
+    async with httpx.AsyncClient(base_url=obs_mesh.gateway_url, timeout=30.0) as client:
+        the_shop = Shop(obs_mesh, client)
+        await the_shop.start()
+        yield the_shop

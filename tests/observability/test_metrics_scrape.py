@@ -45,11 +45,11 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-async def inventory(mesh: Mesh, private_database: str):
+async def inventory(obs_mesh: Mesh, private_database: str):
     env = {**INVENTORY_ENV, "SHOPMESH_DATABASE_URL": private_database}
-    await mesh.restart("inventory_svc", extra_env=env)
-    yield InventoryUnderTest(mesh, private_database, env)
-    await mesh.stop("inventory_svc")
+    await obs_mesh.restart("inventory_svc", extra_env=env)
+    yield InventoryUnderTest(obs_mesh, private_database, env)
+    await obs_mesh.stop("inventory_svc")
 
 
 class InventoryUnderTest:
