@@ -19,6 +19,7 @@ from bench.common import write_result
 BENCHMARKS: list[tuple[str, dict, dict]] = [
     ("bench.framework_echo", {}, {}),
     ("bench.inventory_hot_sku", {}, {}),
+    ("bench.catalog_search", {}, {"full": True}),
     ("bench.gateway_bench", {}, {}),
 ]
 

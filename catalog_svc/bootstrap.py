@@ -218,7 +218,7 @@ def make_setup(settings: CatalogSettings) -> Setup:
                     database_url=settings.database_url,
                     name="reconcile",
                     job=reconcile_job,
-                    first_delay=5.0,
+                    first_delay=settings.reconcile_first_delay_seconds,
                     next_delay=lambda: settings.reconcile_interval_seconds,
                 ),
             )

@@ -36,6 +36,7 @@ class CatalogSettings(CommonSettings):
     index_sync_batch_size: int = 500
     index_sync_poll_seconds: float = 0.5
     reconcile_interval_seconds: float = 600.0
+    reconcile_first_delay_seconds: float = 5.0  # after start (creates a missing index's documents)
     reconcile_check_inventory: bool = True
     reindex_batch_size: int = 2000
     # also-bought
