@@ -27,7 +27,9 @@ from pathlib import Path
 from psycopg_pool import AsyncConnectionPool
 
 from meshkit.db import transaction
+from meshkit.errors import DomainError
 from meshkit.logs import log_event
+from meshkit.outbox import LeaderLease
 from order_svc import archive_store, metrics
 
 log = logging.getLogger("order_svc.archival")
@@ -62,6 +64,21 @@ async def archive_orders(
         if moved < batch_size:
             break
     return total
+
+
+async def run_archival(pool: AsyncConnectionPool, *, database_url: str, interval_seconds: float) -> None:
+    """The scheduled job: while holding the `order-archival` advisory lock, archive every interval."""
+    lease = LeaderLease(database_url, "order-archival")
+    try:
+        while True:
+            await asyncio.sleep(interval_seconds)  # first run one interval after start, not at boot
+            if await lease.still_held() or await lease.acquire():
+                try:
+                    await archive_orders(pool, now=dt.datetime.now(dt.UTC))
+                except DomainError as error:  # database away: next interval
+                    log.warning("archival run failed", extra={"error": error.message[:200]})
+    finally:
+        await lease.release()
 
 
 def _write_file(path: Path, rows: list[dict]) -> None:

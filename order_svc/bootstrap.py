@@ -19,6 +19,7 @@ from meshkit.interceptors import AccessCheck
 from meshkit.kafka import build_producer
 from meshkit.outbox import OutboxRelay
 from meshkit.server import Runtime, Setup
+from order_svc.archival import run_archival
 from order_svc.cart import CartService
 from order_svc.cart_cache import CartCache
 from order_svc.checkout import CheckoutService
@@ -132,6 +133,15 @@ def make_setup(settings: OrderSettings) -> Setup:
         runtime.spawn("inventory-events-consumer", consumer.run)
         if settings.recovery_enabled:
             runtime.spawn("checkout-recovery", app.recovery.run)
+        if settings.order_archive_interval_seconds > 0:
+            runtime.spawn(
+                "order-archival",
+                lambda: run_archival(
+                    runtime.pool,
+                    database_url=settings.database_url,
+                    interval_seconds=settings.order_archive_interval_seconds,
+                ),
+            )
         return access_policy(services)
 
     return setup

@@ -31,7 +31,7 @@ from shop.order.v1 import order_pb2
 from meshkit import metrics as mesh_metrics
 from meshkit.db import transaction
 from meshkit.errors import Aborted, DomainError
-from meshkit.idempotency import IdempotencyStore, KeyInProgress, KeyReused, Replay
+from meshkit.idempotency import IdempotencyStore, KeyInProgress, KeyReused, Lease, Replay
 from meshkit.logs import log_event
 from order_svc import cart_store, convert, events, metrics, store
 from order_svc.config import OrderSettings
@@ -61,6 +61,7 @@ class CheckoutService:
         self._settings = settings
         self._lease_seconds = settings.idempotency_lease_seconds
         self._failpoints = failpoints
+        self._running: set[asyncio.Future[bytes]] = set()
 
     async def checkout(self, request: CheckoutInput) -> order_pb2.CheckoutResponse:
         """The response (or raised error) is always decoded from the stored outcome bytes."""
@@ -69,7 +70,19 @@ class CheckoutService:
         if isinstance(claim, Replay):
             metrics.orders_total.labels("duplicate").inc()
             return convert.decode_outcome(claim.response)
-        lease = claim
+        # Shielded: a caller that gives up (deadline, disconnect) must not stop the saga between two
+        # steps; the work finishes and stores its outcome, which the caller's retry then replays.
+        task = asyncio.ensure_future(self._process(request, request_hash, claim))
+        self._running.add(task)
+        task.add_done_callback(self._finished)
+        return convert.decode_outcome(await asyncio.shield(task))
+
+    def _finished(self, task: asyncio.Future[bytes]) -> None:
+        self._running.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here too, for when the caller had already gone away
+
+    async def _process(self, request: CheckoutInput, request_hash: str, lease: Lease) -> bytes:
         owner = uuid.UUID(lease.token) if lease.token else uuid.uuid4()
         try:
             async with lease.keep_alive():
@@ -78,7 +91,7 @@ class CheckoutService:
             await lease.release()  # nothing final was stored: a retry may start at once
             raise
         await lease.complete(outcome, request_hash)
-        return convert.decode_outcome(outcome)
+        return outcome
 
     async def _run(self, request: CheckoutInput, request_hash: str, owner: uuid.UUID) -> bytes:
         async with transaction(self._pool) as conn:
@@ -107,7 +120,7 @@ class CheckoutService:
             taken = await store.take_lease(conn, existing["id"], owner, self._lease_seconds)
         if not taken:
             raise KeyInProgress(request.idempotency_key)
-        log_event(log, "checkout_resumed", order_id=str(existing["id"]))
+        log_event(log, "checkout_resumed", order_id=str(existing["id"]), client_request_id=request.request_id)
         return await self._drive(existing["id"], request.payment_token, owner)
 
     async def _create(self, request: CheckoutInput, owner: uuid.UUID) -> uuid.UUID | None:
@@ -150,16 +163,25 @@ class CheckoutService:
             found = await store.get_order(conn, order_id)
             assert found is not None
             await events.order_created(conn, topic=self._settings.topic_order_events, order=found[1])
-        log_event(log, "order_created", order_id=str(order_id), total=str(total), lines=len(lines))
+        log_event(
+            log,
+            "order_created",
+            order_id=str(order_id),
+            total=str(total),
+            lines=len(lines),
+            client_request_id=request.request_id,
+        )
         return order_id
 
     async def _drive(self, order_id: uuid.UUID, payment_token: str, owner: uuid.UUID) -> bytes:
         try:
             async with self._renewing(order_id, owner):
                 return await self._saga.advance(order_id, payment_token=payment_token)
-        except DomainError:
-            async with transaction(self._pool) as conn:
-                await store.clear_lease(conn, order_id, owner)
+        except BaseException:
+            # the order stays PENDING at its first undone step; let the next attempt resume at once
+            with contextlib.suppress(DomainError):
+                async with transaction(self._pool) as conn:
+                    await store.clear_lease(conn, order_id, owner)
             raise
 
     @contextlib.asynccontextmanager

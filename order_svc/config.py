@@ -29,7 +29,9 @@ class OrderSettings(CommonSettings):
     recovery_min_age_seconds: float = 60.0
     # crash testing: comma-separated failpoint names at which the process SIGKILLs itself
     failpoints: str = ""
-    # archival cold tier (gzip JSON Lines files)
+    # archival: the in-service job (one active instance) runs this often; 0 turns it off
+    order_archive_interval_seconds: float = 86_400.0
+    # archival cold tier (gzip JSON Lines files, written by `shopctl orders export`)
     order_archive_dir: str = ".data/order-archive"
 
 

@@ -231,6 +231,7 @@ class CheckoutInput:
     billing: Address | None
     payment_token: str
     notes: str
+    request_id: str = ""  # client correlation id: logged, not part of the hash
 
     def request_hash(self) -> str:
         """Hash of the body the key is bound to (request_id takes no part, as the contract says)."""
@@ -251,6 +252,7 @@ def validate_checkout(
     billing: Address | None,
     payment_token: str,
     notes: str,
+    request_id: str = "",
 ) -> CheckoutInput:
     if not idempotency_key:
         raise IdempotencyKeyMissing()
@@ -265,6 +267,8 @@ def validate_checkout(
         raise InvalidArgument("payment_token", f"at most {MAX_PAYMENT_TOKEN_LENGTH} characters")
     if len(notes) > MAX_NOTES_LENGTH:
         raise InvalidArgument("notes", f"at most {MAX_NOTES_LENGTH} characters")
+    if len(request_id) > 128:
+        raise InvalidArgument("request_id", "at most 128 characters")
     return CheckoutInput(
         user_id=user_id,
         idempotency_key=idempotency_key,
@@ -272,6 +276,7 @@ def validate_checkout(
         billing=billing_ok,
         payment_token=payment_token or DEFAULT_PAYMENT_TOKEN,
         notes=notes,
+        request_id=request_id,
     )
 
 

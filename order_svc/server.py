@@ -88,6 +88,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             else None,
             payment_token=request.payment_token,
             notes=request.notes,
+            request_id=request.request_id,
         )
         return await self._checkout.checkout(checkout)
 
