@@ -32,13 +32,18 @@ if [[ ! -x node_modules/.bin/buf ]] || ! cmp -s package-lock.json node_modules/.
   npm ci --no-audit --no-fund --loglevel=error
 fi
 
-if ! command -v promtool >/dev/null 2>&1; then
-  echo "tools: apt-get install prometheus (for promtool)"
+# Debian packages: promtool (alert rule tests), chromium (the /docs browser test), wrk (HTTP bench)
+apt_missing=()
+command -v promtool >/dev/null 2>&1 || apt_missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
+command -v wrk >/dev/null 2>&1 || apt_missing+=(wrk)
+if ((${#apt_missing[@]})); then
+  echo "tools: apt-get install ${apt_missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   if [[ $(id -u) -eq 0 ]]; then sudo=""; else sudo="sudo"; fi
-  $sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
-    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
-  # the package would start a server on :9090 where an init system runs; we only want the binary
+  $sudo apt-get install -y -q --no-install-recommends "${apt_missing[@]}" >/dev/null 2>&1 \
+    || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends "${apt_missing[@]}" >/dev/null; }
+  # the prometheus package would start a server on :9090 where an init system runs; we only want promtool
   $sudo pkill -x prometheus 2>/dev/null || true
 fi
 

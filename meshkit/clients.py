@@ -12,6 +12,7 @@ import grpc
 from meshkit.auth import INTERNAL_TOKEN_HEADER
 from meshkit.context import request_id_var
 from meshkit.interceptors import REQUEST_ID_HEADER
+from meshkit.tracing import inject_headers
 
 # Retries only for UNAVAILABLE (connection refused / server draining), which is safe for every RPC
 # here because all mutating RPCs are idempotent by request id, order id or reservation id.
@@ -47,6 +48,8 @@ class _CallInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         request_id = request_id_var.get()
         if request_id and not any(k == REQUEST_ID_HEADER for k, _ in metadata):
             metadata.append((REQUEST_ID_HEADER, request_id))
+        if not any(k == "traceparent" for k, _ in metadata):
+            metadata.extend(inject_headers().items())
         details = grpc.aio.ClientCallDetails(
             method=client_call_details.method,
             timeout=client_call_details.timeout if client_call_details.timeout is not None else self._timeout,

@@ -9,6 +9,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from meshkit import metrics
 from meshkit.auth import INTERNAL_TOKEN_HEADER, InternalTokenError, verify_internal_token
@@ -47,9 +49,18 @@ class _TokenCache:
 
 
 class MeshServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, *, internal_token_secret: str, access_check: AccessCheck | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        internal_token_secret: str,
+        access_check: AccessCheck | None = None,
+        continue_trace: bool = True,
+    ) -> None:
         self._tokens = _TokenCache(internal_token_secret)
         self._access_check = access_check
+        # with span export off there is no instrumentation to read `traceparent`; continuing the
+        # caller's trace here still puts its trace id in logs, audit records and outbox headers
+        self._continue_trace = continue_trace
 
     async def intercept_service(
         self,
@@ -69,12 +80,18 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
             metadata = context.invocation_metadata() or ()
             token = ""
             request_id = ""
+            carrier: dict[str, str] = {}
             for key, value in metadata:
                 if key == INTERNAL_TOKEN_HEADER:
                     token = value
                 elif key == REQUEST_ID_HEADER:
                     request_id = value[:128]
+                elif key in ("traceparent", "tracestate"):
+                    carrier[key] = value
             request_id_var.set(request_id or new_request_id())
+            trace_token = (
+                otel_context.attach(propagate.extract(carrier)) if carrier and self._continue_trace else None
+            )
             try:
                 principal = self._authenticate(token)
                 principal_var.set(principal)
@@ -99,6 +116,8 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
                 log.exception("unhandled error", extra={"method": method})
                 await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
+                if trace_token is not None:
+                    otel_context.detach(trace_token)
                 metrics.grpc_server_handled_total.labels(service, name, code.name).inc()
                 metrics.grpc_server_handling_seconds.labels(service, name).observe(
                     time.perf_counter() - started

@@ -101,7 +101,9 @@ async def _serve(
     server = grpc.aio.server(
         interceptors=[
             MeshServerInterceptor(
-                internal_token_secret=settings.internal_token_secret, access_check=access_check
+                internal_token_secret=settings.internal_token_secret,
+                access_check=access_check,
+                continue_trace=not settings.otlp_endpoint,  # else the instrumentation does it
             )
         ],
         options=[

@@ -117,3 +117,18 @@ async def test_retention_moves_and_purges_exactly_the_rows_past_each_cutoff(mesh
     await admin.AdjustStock(pb.AdjustStockRequest(product_id=product, warehouse_id=1, delta=1))
     problems = (await verify_all(mesh.database_url))["inventory"]
     assert not [p for p in problems if p.resource == resource]
+
+
+async def test_audit_record_carries_the_callers_trace_id(mesh):
+    await mesh.start("inventory_svc")
+    product = new_product_id()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    await admin_stub(mesh).ReceiveStock(
+        pb.ReceiveStockRequest(product_id=product, warehouse_id=1, quantity=1),
+        metadata=[("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"), ("x-request-id", "req-audit-1")],
+    )
+    reply = await audit_stub(mesh, "ops-admin", ("admin",)).ListAuditRecords(
+        audit_pb2.ListAuditRecordsRequest(resource=f"stock/{product}")
+    )
+    assert reply.records[0].trace_id == trace_id
+    assert reply.records[0].request_id == "req-audit-1"
