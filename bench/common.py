@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -187,3 +188,48 @@ async def bench_mesh(*, extra_env: dict[str, str] | None = None) -> AsyncIterato
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def own_consumer_groups(mesh: Mesh) -> dict[str, str]:
+    """Catalog consumer group names for this mesh alone: the defaults are shared by every mesh on the
+    broker, and a group subscribed to other meshes' topics rebalances whenever one of them starts."""
+    return {
+        "SHOPMESH_INDEXER_GROUP": f"catalog-indexer-{mesh.suffix}",
+        "SHOPMESH_COPURCHASE_GROUP": f"catalog-copurchases-{mesh.suffix}",
+    }
+
+
+async def load_demo_catalog(mesh: Mesh, *, products: int, seed: int = 42) -> dict[str, Any]:
+    """`shopctl catalog demo-load` against the mesh (catalog_svc's loader, stock through inventory_svc's
+    ReceiveStock), as an operator would run it; inventory_svc must be running."""
+    started = time.monotonic()
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "shopctl", "catalog", "demo-load", f"--products={products}", f"--seed={seed}"],
+        env={**mesh.env, "SHOPMESH_LOG_LEVEL": "WARNING"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"demo-load failed ({done.returncode}): {done.stderr.strip()[-1500:]}")
+    return {"products": products, "seconds": round(time.monotonic() - started, 1)}
+
+
+async def wait_for_search_index(mesh: Mesh, *, expected: int, timeout_s: float = 180.0) -> int:
+    """Wait until an empty-query search counts `expected` hits (the indexer caught up through Kafka);
+    returns the last count seen, which is lower than `expected` only after the timeout."""
+    from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+
+    stub = catalog_pb2_grpc.CatalogServiceStub(mesh.channel("catalog_svc", "anonymous", ("anonymous",)))
+    deadline = time.monotonic() + timeout_s
+    hits = 0
+    while time.monotonic() < deadline:
+        reply = await stub.SearchProducts(catalog_pb2.SearchProductsRequest(q=""))
+        hits = reply.total_hits if not reply.fallback else 0
+        if hits >= expected:
+            break
+        await asyncio.sleep(1.0)
+    return hits
