@@ -36,10 +36,16 @@ def decimal_of(field: str, money: money_pb2.Money) -> Decimal:
         raise InvalidArgument(field, "not an amount") from exc
 
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    """Exact, and several times faster than Timestamp.FromDatetime (20 per search response)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    micros = (value - EPOCH) // MICROSECOND
+    return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
 
 def product_pb(p: Product) -> pb.Product:

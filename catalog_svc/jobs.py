@@ -6,6 +6,7 @@ and the leader-only schedulers that run them (and the nightly also-bought comput
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -27,9 +28,9 @@ log = logging.getLogger("catalog_svc.jobs")
 # product id -> (available, in_stock), from inventory's BatchGetAvailability
 Availability = Callable[[Sequence[int]], Awaitable[dict[int, tuple[int, bool]]]]
 
-# A write committed during a reindex may carry an updated_at up to its transaction's age earlier
-# than the moment it committed; catch-up re-reads that far back.
-CATCH_UP_SLACK = dt.timedelta(minutes=5)
+# A write committed during a reindex carries an updated_at from its transaction's start, a little
+# before it committed; catch-up re-reads that far back (catalog transactions last milliseconds).
+CATCH_UP_SLACK = dt.timedelta(seconds=30)
 
 
 def _docs(rows: Sequence[index_store.IndexRow]) -> list[dict[str, Any]]:
@@ -48,17 +49,15 @@ async def reindex(pool: AsyncConnectionPool, index: SearchIndex, *, batch_size: 
     clock = time.perf_counter()
     name = index.new_index_name()
     await index.create_index(name, bulk_mode=True)
-    after, total = 0, 0
-    while True:
-        async with connection(pool) as conn:
-            rows = await index_store.index_rows_after(conn, after, batch_size)
-        if not rows:
-            break
-        total += await index.write_documents(_docs(rows), index=name)
-        after = rows[-1][0].id
-    load_seconds = time.perf_counter() - clock
-    await index.finish_bulk_load(name)
-    replaced = await index.swap_alias(name)
+    try:
+        total = await _bulk_load(pool, index, name, batch_size)
+        load_seconds = time.perf_counter() - clock
+        await index.finish_bulk_load(name)
+        replaced = await index.swap_alias(name)
+    except BaseException:
+        with contextlib.suppress(Exception):  # the alias still points at the old index: drop the new one
+            await index.client.indices.delete(index=name, ignore_unavailable=True)
+        raise
     async with connection(pool) as conn:
         changed = await index_store.changed_since(conn, started_at - CATCH_UP_SLACK)
     caught_up = 0
@@ -77,6 +76,29 @@ async def reindex(pool: AsyncConnectionPool, index: SearchIndex, *, batch_size: 
     }
     log_event(log, "reindex_done", **report)
     return report
+
+
+async def _bulk_load(pool: AsyncConnectionPool, index: SearchIndex, name: str, batch_size: int) -> int:
+    after, total = 0, 0
+    in_flight: asyncio.Future[int] | None = None  # one bulk request overlaps reading the next batch
+    try:
+        while True:
+            async with connection(pool) as conn:
+                rows = await index_store.index_rows_after(conn, after, batch_size)
+            if not rows:
+                break
+            docs = _docs(rows)
+            if in_flight is not None:
+                total += await in_flight
+            in_flight = asyncio.ensure_future(index.write_documents(docs, index=name))
+            after = rows[-1][0].id
+        if in_flight is not None:
+            total += await in_flight
+            in_flight = None
+    finally:
+        if in_flight is not None and not in_flight.done():
+            in_flight.cancel()
+    return total
 
 
 @dataclasses.dataclass
