@@ -9,6 +9,7 @@ de-duplication makes the effect exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -80,9 +81,17 @@ class DedupConsumer:
                 if self._consumer is None:
                     self._consumer = await asyncio.to_thread(self._build)
                 batches = await asyncio.to_thread(self._consumer.poll, 500)
-                for _tp, records in batches.items():
-                    for record in records:
-                        await self._apply(record)
+                try:
+                    for _tp, records in batches.items():
+                        for record in records:
+                            await self._apply(record)
+                except Exception:
+                    # a failing event stops this consumer and it meets the event again after its
+                    # restart: report the lag from the committed offsets, or the gauge (and the
+                    # KafkaConsumerLagHigh alert) would stay at the last healthy value
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(self._report_lag, from_committed=True)
+                    raise
                 if batches:
                     await asyncio.to_thread(self._consumer.commit)
                     await asyncio.to_thread(self._report_lag)
@@ -121,7 +130,9 @@ class DedupConsumer:
         finally:
             otel_context.detach(token)
 
-    def _report_lag(self) -> None:
+    def _report_lag(self, *, from_committed: bool = False) -> None:
+        """Messages behind the log end per topic, over this consumer's partitions. After a batch the
+        position is the progress; after a failure only the committed offset is."""
         consumer = self._consumer
         if consumer is None:
             return
@@ -129,9 +140,15 @@ class DedupConsumer:
         if not assigned:
             return
         ends = consumer.end_offsets(assigned)
-        per_topic: dict[str, int] = {}
+        starts = consumer.beginning_offsets(assigned) if from_committed else {}
+        # a subscribed topic none of whose partitions is assigned here any more reads 0, not its old lag
+        per_topic: dict[str, int] = dict.fromkeys(self._topics, 0)
         for tp in assigned:
-            position = consumer.position(tp)
+            if from_committed:
+                committed = consumer.committed(tp)
+                position = starts.get(tp, 0) if committed is None else committed
+            else:
+                position = consumer.position(tp)
             per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends.get(tp, position) - position)
         for topic, lag in per_topic.items():
             metrics.kafka_consumer_lag.labels(self._group, topic).set(lag)

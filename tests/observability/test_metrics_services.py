@@ -6,9 +6,14 @@ real gateway over HTTP, so the gateway's series move along with the services'.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import uuid
 
+from kafka import KafkaProducer
+from shop.events.v1 import events_pb2
+
+from meshkit.kafka import ensure_topics
 from tests.observability.scrape import Samples, scrape, wait_for
 from tests.observability.shop import Shop
 
@@ -160,3 +165,36 @@ async def test_gateway_requests_and_the_limiter_fail_open_counter_move(shop: Sho
         assert failed_open.value("gateway_rate_limit_fail_open_total", rate_limit_class="browse") >= 1
     finally:
         await shop.restart("gateway")
+
+
+async def test_an_event_the_consumer_keeps_failing_on_shows_as_growing_lag(shop: Shop) -> None:
+    """order_svc reads a topic of its own here whose first event cannot be parsed: the consumer fails
+    on it again and again, and the events queued behind it must show as lag (not a frozen gauge)."""
+    topic = f"obs-poison-{uuid.uuid4().hex[:10]}"
+    bootstrap = shop.mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"]
+    await asyncio.to_thread(ensure_topics, bootstrap, [topic], partitions=1)
+    await asyncio.to_thread(produce_behind_a_poison_event, bootstrap, topic, behind=30)
+    await shop.restart("order_svc", SHOPMESH_TOPIC_INVENTORY_EVENTS=topic)
+    try:
+        group = f"order_svc.{topic}"
+        stuck = await wait_for(
+            shop.mesh.metrics_url("order_svc"),
+            lambda s: (s.get("kafka_consumer_lag", group=group, topic=topic) or 0) >= 31,
+            timeout=30,
+        )
+        assert stuck.get("kafka_consumer_lag", group=group, topic=topic) == 31
+        assert stuck.value("kafka_events_consumed_total", group=group) == 0
+    finally:
+        await shop.restart("order_svc")
+
+
+def produce_behind_a_poison_event(bootstrap: str, topic: str, *, behind: int) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","))
+    try:
+        for i in range(behind + 1):
+            value = b"\xff not a protobuf" if i == 0 else events_pb2.InventoryEvent().SerializeToString()
+            headers = [("event-id", str(uuid.uuid4()).encode()), ("event-type", b"test")]
+            producer.send(topic, key=b"same-partition", value=value, headers=headers)
+        producer.flush(timeout=10)
+    finally:
+        producer.close()
