@@ -17,6 +17,7 @@ from meshkit.auth import INTERNAL_TOKEN_HEADER, InternalTokenError, verify_inter
 from meshkit.context import Principal, new_request_id, principal_var, request_id_var
 from meshkit.db import CONNECTION_ERRORS
 from meshkit.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable, to_status
+from meshkit.tracing import annotate_span
 
 log = logging.getLogger("meshkit.rpc")
 
@@ -97,7 +98,10 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
                 principal_var.set(principal)
                 if self._access_check is not None:
                     self._access_check(method, principal)
-                return await inner(request, context)
+                annotate_span(request)
+                response = await inner(request, context)
+                annotate_span(response)
+                return response
             except DomainError as error:
                 code = error.code
                 if code == grpc.StatusCode.INTERNAL:

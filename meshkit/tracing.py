@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 from opentelemetry import context as otel_context
@@ -45,3 +46,28 @@ def extract_context(headers: Iterable[tuple[str, bytes]] | None) -> otel_context
     """The trace context carried in Kafka record headers."""
     carrier = {key: value.decode("latin-1") for key, value in (headers or []) if value is not None}
     return propagate.extract(carrier)
+
+
+# request/response fields a trace reader searches by, as span attributes
+_ID_FIELDS = {"order_id": "shop.order_id", "product_id": "shop.product_id"}
+
+
+def annotate_span(message: object) -> None:
+    """Put the ids of an RPC's request or response on the current span: order id, product id, and a
+    hash of the idempotency key. Never the key itself, tokens or personal data (addresses, names)."""
+    span = trace.get_current_span()
+    descriptor = getattr(message, "DESCRIPTOR", None)
+    if not span.is_recording() or descriptor is None:
+        return
+    fields = descriptor.fields_by_name
+    for field, attribute in _ID_FIELDS.items():
+        value = getattr(message, field, None) if field in fields else None
+        if isinstance(value, str | int) and value:
+            span.set_attribute(attribute, value)
+    key = getattr(message, "idempotency_key", None) if "idempotency_key" in fields else None
+    if isinstance(key, str) and key:
+        span.set_attribute("shop.idempotency_key_hash", hashlib.sha256(key.encode()).hexdigest()[:16])
+    order = getattr(message, "order", None) if "order" in fields else None
+    order_id = getattr(order, "id", None)
+    if isinstance(order_id, str) and order_id:
+        span.set_attribute("shop.order_id", order_id)

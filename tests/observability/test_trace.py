@@ -7,6 +7,7 @@ in-memory exporter could not see the other processes.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -42,12 +43,13 @@ async def test_a_checkout_is_one_connected_trace_across_processes_and_kafka(
     buyer = await shop.shopper_with_cart(product)
     # the caller's own trace context: the gateway must continue it, not start a new trace
     trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    idempotency_key = str(uuid.uuid4())
     reply = await shop.client.post(
         "/v1/orders",
         json={"shippingAddress": SHIPPING, "paymentToken": "tok_approve"},
         headers={
             **buyer,
-            "Idempotency-Key": str(uuid.uuid4()),
+            "Idempotency-Key": idempotency_key,
             "traceparent": f"00-{trace_id}-{caller_span}-01",
         },
     )
@@ -107,8 +109,22 @@ async def test_a_checkout_is_one_connected_trace_across_processes_and_kafka(
     # after commit and consumed in another process, still hangs under inventory_svc's span
     assert any(any(a.service == "inventory_svc" for a in ancestors(c)) for c in consumers), describe(spans)
 
+    # the ids a reader searches by: the order on Checkout and on inventory's commit for it, the
+    # idempotency key only as a hash
+    key_hash = hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
+    assert checkout[0].attributes.get("shop.order_id") == order_id, checkout[0].attributes
+    assert checkout[0].attributes.get("shop.idempotency_key_hash") == key_hash, checkout[0].attributes
+    commits = [s for s in spans if s.service == "inventory_svc" and s.name.endswith("/CommitReservations")]
+    assert [c.attributes.get("shop.order_id") for c in commits] == [order_id], describe(spans)
+
     # nothing personal or secret in any span of the trace
-    secrets_sent = [buyer["Authorization"].split()[-1], "tok_approve", SHIPPING["name"], SHIPPING["line1"]]
+    secrets_sent = [
+        buyer["Authorization"].split()[-1],
+        "tok_approve",
+        idempotency_key,
+        SHIPPING["name"],
+        SHIPPING["line1"],
+    ]
     leaked = [
         (s.service, s.name, key)
         for s in spans
@@ -116,4 +132,3 @@ async def test_a_checkout_is_one_connected_trace_across_processes_and_kafka(
         if any(secret in str(value) for secret in secrets_sent)
     ]
     assert leaked == []
-    assert order_id  # the order exists; the trace above is its checkout
