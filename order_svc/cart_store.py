@@ -171,13 +171,16 @@ async def remove_ordered(
 ) -> None:
     """After a paid checkout: take the ordered units off the cart, and the reservations the order used."""
     await delete_reservations(conn, reservation_ids)
-    for product_id, quantity in lines:
-        # delete first: a line reduced by the UPDATE must not then match the DELETE
-        await conn.execute(
-            "DELETE FROM cart_items WHERE user_id = %s AND product_id = %s AND quantity <= %s",
-            (user_id, product_id, quantity),
-        )
-        await conn.execute(
-            "UPDATE cart_items SET quantity = quantity - %s WHERE user_id = %s AND product_id = %s",
-            (quantity, user_id, product_id),
-        )
+    rows = list(lines)
+    products, quantities = [r[0] for r in rows], [r[1] for r in rows]
+    # delete first: a line reduced by the UPDATE must not then match the DELETE
+    await conn.execute(
+        "DELETE FROM cart_items c USING unnest(%s::BIGINT[], %s::INT[]) AS t(p, q)"
+        " WHERE c.user_id = %s AND c.product_id = t.p AND c.quantity <= t.q",
+        (products, quantities, user_id),
+    )
+    await conn.execute(
+        "UPDATE cart_items c SET quantity = c.quantity - t.q FROM unnest(%s::BIGINT[], %s::INT[]) AS t(p, q)"
+        " WHERE c.user_id = %s AND c.product_id = t.p",
+        (products, quantities, user_id),
+    )

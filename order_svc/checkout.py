@@ -29,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool
 from shop.order.v1 import order_pb2
 
 from meshkit import metrics as mesh_metrics
-from meshkit.db import transaction
+from meshkit.db import connection, transaction
 from meshkit.errors import Aborted, DomainError
 from meshkit.idempotency import IdempotencyStore, KeyInProgress, KeyReused, Lease, Replay
 from meshkit.logs import log_event
@@ -94,14 +94,14 @@ class CheckoutService:
         return outcome
 
     async def _run(self, request: CheckoutInput, request_hash: str, owner: uuid.UUID) -> bytes:
-        async with transaction(self._pool) as conn:
+        async with connection(self._pool) as conn:
             existing = await store.find_by_key(conn, request.user_id, request.idempotency_key)
         if existing is None:
             order_id = await self._create(request, owner)
             if order_id is not None:
                 self._failpoints.hit("after_order_created")
                 return await self._drive(order_id, request.payment_token, owner)
-            async with transaction(self._pool) as conn:
+            async with connection(self._pool) as conn:
                 existing = await store.find_by_key(conn, request.user_id, request.idempotency_key)
             assert existing is not None
         return await self._resume(existing, request, request_hash, owner)
@@ -116,7 +116,7 @@ class CheckoutService:
             metrics.orders_total.labels("duplicate").inc()
             mesh_metrics.idempotent_replays_total.labels(self._settings.service_name, "database").inc()
             return bytes(existing["checkout_outcome"])
-        async with transaction(self._pool) as conn:
+        async with connection(self._pool) as conn:
             taken = await store.take_lease(conn, existing["id"], owner, self._lease_seconds)
         if not taken:
             raise KeyInProgress(request.idempotency_key)
@@ -160,9 +160,14 @@ class CheckoutService:
                     reason="ABORTED",
                     metadata={"idempotency_key": request.idempotency_key},
                 )
-            found = await store.get_order(conn, order_id)
-            assert found is not None
-            await events.order_created(conn, topic=self._settings.topic_order_events, order=found[1])
+            await events.order_created(
+                conn,
+                topic=self._settings.topic_order_events,
+                order_id=order_id,
+                user_id=request.user_id,
+                lines=lines,
+                total=total,
+            )
         log_event(
             log,
             "order_created",
@@ -180,7 +185,7 @@ class CheckoutService:
         except BaseException:
             # the order stays PENDING at its first undone step; let the next attempt resume at once
             with contextlib.suppress(DomainError):
-                async with transaction(self._pool) as conn:
+                async with connection(self._pool) as conn:
                     await store.clear_lease(conn, order_id, owner)
             raise
 
@@ -192,7 +197,7 @@ class CheckoutService:
             while True:
                 await asyncio.sleep(self._lease_seconds / 3)
                 with contextlib.suppress(DomainError):
-                    async with transaction(self._pool) as conn:
+                    async with connection(self._pool) as conn:
                         await store.renew_lease(conn, order_id, owner, self._lease_seconds)
 
         task = asyncio.create_task(renew(), name=f"order-lease:{order_id}")

@@ -24,6 +24,7 @@ from order_svc.model import (
     Cart,
     CartLine,
     Order,
+    OrderLine,
     OrderStatus,
     PaymentStatus,
     ProductInfo,
@@ -76,21 +77,22 @@ def order_status(status: OrderStatus) -> int:
     return order_pb2.OrderStatus.Value(status.wire_name)
 
 
+def order_line_out(line: OrderLine) -> order_pb2.OrderLine:
+    return order_pb2.OrderLine(
+        product_id=line.product_id,
+        title=line.title,
+        unit_price=money(line.unit_price),
+        quantity=line.quantity,
+        line_total=money(line.line_total),
+    )
+
+
 def order_out(order: Order) -> order_pb2.Order:
     message = order_pb2.Order(
         id=str(order.id),
         user_id=order.user_id,
         status=order_status(order.status),
-        lines=[
-            order_pb2.OrderLine(
-                product_id=line.product_id,
-                title=line.title,
-                unit_price=money(line.unit_price),
-                quantity=line.quantity,
-                line_total=money(line.line_total),
-            )
-            for line in order.lines
-        ],
+        lines=[order_line_out(line) for line in order.lines],
         total=money(order.total),
         notes=order.notes,
         payment=order_pb2.PaymentInfo(

@@ -8,33 +8,43 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
+from decimal import Decimal
 
 from psycopg import AsyncConnection
 from shop.events.v1 import events_pb2
 
 from meshkit.outbox import add_event
-from order_svc.convert import money, order_out, order_status, timestamp
-from order_svc.model import Order, OrderStatus
+from order_svc.convert import money, order_line_out, order_status, timestamp
+from order_svc.model import Order, OrderLine, OrderStatus
 
 ORDER_CREATED = "order.created"
 ORDER_STATUS_CHANGED = "order.status_changed"
 
 
-async def order_created(conn: AsyncConnection, *, topic: str, order: Order) -> uuid.UUID:
+async def order_created(
+    conn: AsyncConnection,
+    *,
+    topic: str,
+    order_id: uuid.UUID,
+    user_id: str,
+    lines: Sequence[OrderLine],
+    total: Decimal,
+) -> uuid.UUID:
     event_id = uuid.uuid4()
     event = events_pb2.OrderEvent(
         event_id=str(event_id),
-        order_id=str(order.id),
-        version=order.version,
+        order_id=str(order_id),
+        version=1,
         occurred_at=timestamp(dt.datetime.now(dt.UTC)),
         order_created=events_pb2.OrderCreated(
-            user_id=order.user_id, lines=order_out(order).lines, total=money(order.total)
+            user_id=user_id, lines=[order_line_out(line) for line in lines], total=money(total)
         ),
     )
     return await add_event(
         conn,
         topic=topic,
-        key=str(order.id),
+        key=str(order_id),
         event_type=ORDER_CREATED,
         payload=event.SerializeToString(),
         event_id=event_id,

@@ -23,7 +23,7 @@ from collections import defaultdict
 
 from psycopg_pool import AsyncConnectionPool
 
-from meshkit.db import transaction
+from meshkit.db import connection, transaction
 from meshkit.errors import Aborted, DomainError
 from meshkit.logs import log_event
 from order_svc import cart_store, convert, events, metrics, store
@@ -92,8 +92,8 @@ class OrderSaga:
                 shortage = await self.hold_and_commit(order)
                 if shortage is not None:
                     return await self.fail(order, shortage, restock=True)
-                async with transaction(self._pool) as conn:
-                    await store.mark_stock_committed(conn, order.id)
+                # recorded with the payment attempt below: a crash before that re-runs step 2,
+                # which finds the reservations committed to this order and changes nothing
                 self._failpoints.hit("after_commit")
             charge = await self.charge(order, payment_token)
             if charge.status == "refunded":  # a cancel is compensating this order right now
@@ -172,6 +172,8 @@ class OrderSaga:
         self, order: Order, *, live: list[Held], dead: list[uuid.UUID], new: list[Held]
     ) -> None:
         """The order's reservations now; re-reserved ones also go back on the cart line they serve."""
+        if not dead and not new:
+            return  # the usual case: every reservation was still held (extended expiries are not copied)
         async with transaction(self._pool) as conn:
             await cart_store.lock_cart(conn, order.user_id)
             await store.drop_reservations(conn, order.id, dead)
@@ -188,7 +190,7 @@ class OrderSaga:
 
     async def charge(self, order: Order, token: str) -> Charge:
         """Step 3. Timeouts and provider errors leave the order PENDING (retry or recovery decides)."""
-        async with transaction(self._pool) as conn:
+        async with connection(self._pool) as conn:
             await store.mark_payment_attempt(conn, order.id, None)
         timeout = self._settings.payment_timeout_seconds
         try:
@@ -201,7 +203,7 @@ class OrderSaga:
         except (PaymentTimeout, TimeoutError, PaymentProviderError) as exc:
             outcome = "error" if isinstance(exc, PaymentProviderError) else "timeout"
             metrics.payment_calls_total.labels("charge", outcome).inc()
-            async with transaction(self._pool) as conn:
+            async with connection(self._pool) as conn:
                 await store.mark_payment_attempt(conn, order.id, f"{outcome}: {exc}"[:500])
             raise PaymentUnavailable(order.id, outcome) from exc
         metrics.payment_calls_total.labels("charge", charge.status).inc()
@@ -293,7 +295,7 @@ class OrderSaga:
     # --- reads ------------------------------------------------------------------------------------
 
     async def load(self, order_id: uuid.UUID) -> Order:
-        async with transaction(self._pool) as conn:
+        async with connection(self._pool) as conn:
             found = await store.get_order(conn, order_id)
         if found is None:
             raise RuntimeError(f"order {order_id} vanished")
@@ -301,14 +303,14 @@ class OrderSaga:
 
     async def final_outcome(self, order_id: uuid.UUID) -> bytes:
         """The stored outcome of an order another actor finished."""
-        async with transaction(self._pool) as conn:
+        async with connection(self._pool) as conn:
             found = await store.get_order(conn, order_id)
         if found is None or found[0]["checkout_outcome"] is None:
             raise Aborted("the order is being changed by another request; retry", reason="ABORTED")
         return bytes(found[0]["checkout_outcome"])
 
     async def _reservations(self, order_id: uuid.UUID) -> list[dict]:
-        async with transaction(self._pool) as conn:
+        async with connection(self._pool) as conn:
             return await store.reservations_of(conn, order_id)
 
 

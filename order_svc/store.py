@@ -236,9 +236,11 @@ async def mark_stock_committed(conn: AsyncConnection, order_id: uuid.UUID) -> No
 
 
 async def mark_payment_attempt(conn: AsyncConnection, order_id: uuid.UUID, error: str | None) -> None:
+    """Payment is attempted only after step 2 committed the stock, so this records both."""
     await conn.execute(
-        "UPDATE orders SET payment_attempted_at = coalesce(payment_attempted_at, now()), last_error = %s,"
-        " updated_at = now() WHERE id = %s",
+        "UPDATE orders SET payment_attempted_at = coalesce(payment_attempted_at, now()),"
+        " stock_committed_at = coalesce(stock_committed_at, now()), last_error = %s, updated_at = now()"
+        " WHERE id = %s",
         (error, order_id),
     )
 
