@@ -20,6 +20,7 @@ BENCHMARKS: list[tuple[str, dict, dict]] = [
     ("bench.framework_echo", {}, {}),
     ("bench.inventory_hot_sku", {}, {}),
     ("bench.catalog_search", {}, {"full": True}),
+    ("bench.order_checkout", {}, {}),
     ("bench.gateway_bench", {}, {}),
 ]
 
