@@ -53,10 +53,11 @@ MAPPING: dict[str, Any] = {
         "slug": {"type": "keyword", "index": False},
         "description": {"type": "text", "analyzer": "english"},
         "category_id": {"type": "keyword"},
-        # every ancestor path and the category's own, so a term filter matches descendants
-        "category_path": {"type": "keyword"},
+        # every ancestor path and the category's own, so a term filter matches descendants; facet
+        # fields build their global ordinals at refresh, not on the first search after each refresh
+        "category_path": {"type": "keyword", "eager_global_ordinals": True},
         "category_full_path": {"type": "keyword", "index": False},
-        "brand": {"type": "keyword"},
+        "brand": {"type": "keyword", "eager_global_ordinals": True},
         "price": {"type": "float"},
         "rating": {"type": "float"},
         "review_count": {"type": "integer"},
