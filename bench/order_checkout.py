@@ -11,6 +11,7 @@ Afterwards every order is checked PAID, with one capture each, and stock moved o
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import statistics
 import subprocess
@@ -139,6 +140,17 @@ async def _load(mesh, products: list[int], *, concurrency: int, duration_s: floa
     }
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (from /proc)."""
+    with open(f"/proc/{pid}/stat") as handle:
+        fields = handle.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _service_cpu(mesh) -> dict[str, float]:
+    return {name: _cpu_seconds(proc.proc.pid) for name, proc in mesh.procs.items() if proc.running}
+
+
 def _audit(database_url: str, order_ids: list[str], products: list[int]) -> dict:
     """Every order PAID with exactly one capture; stock moved by exactly the units sold."""
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -187,8 +199,17 @@ async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENC
         )  # warm-up: connections, caches, JIT-free paths
         rows, all_orders = [], []
         limit = None
+        cpu_per_checkout: dict[str, float] = {}
+        load_before = os.getloadavg()[0]
         for c in concurrency:
+            cpu_before = _service_cpu(mesh)
             ours = await _load(mesh, products, concurrency=c, duration_s=duration_s)
+            cpu_after = _service_cpu(mesh)
+            if c == 32 or not cpu_per_checkout:
+                done = max(1, len(ours["order_ids"]))
+                cpu_per_checkout = {
+                    name: round((cpu_after[name] - cpu_before[name]) * 1000 / done, 1) for name in cpu_after
+                }
             all_orders += ours.pop("order_ids")
             limit = await asyncio.to_thread(
                 run_pgbench,
@@ -224,6 +245,7 @@ async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENC
         }
         await asyncio.sleep(1.0)  # let the last transactions land
         audit = _audit(mesh.database_url, all_orders, products)
+        load_after = os.getloadavg()[0]
     runs = [(r["checkouts_per_s"], f"{r['concurrency']} clients") for r in rows]
     runs.append((workers["two_processes_per_s_c32"], "32 clients, 2 order_svc workers"))
     best_rate, best_where = max(runs)
@@ -264,7 +286,14 @@ async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENC
         "workers": workers,
         "audit": audit,
         "goals": goals,
+        "cpu_ms_per_checkout": cpu_per_checkout,
         "notes": [
+            "CPU per add-to-cart + checkout pair, by service process (ms, at 32 clients, one worker): "
+            + ", ".join(f"{name} {ms}" for name, ms in cpu_per_checkout.items())
+            + f"; {sum(cpu_per_checkout.values()):.1f} ms in all, PostgreSQL and the load generator not"
+            " counted. That sum bounds the rate two cores can sustain whatever the concurrency.",
+            f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the runs (2 cores;"
+            " other benchmarks and test suites shared the machine), so latencies include queueing for CPU.",
             "Latency columns: p50/p99 of the add-to-cart + checkout pair; checkout_* is the checkout call"
             " alone. One checkout is 3 gRPC calls to peers (catalog pricing, inventory extend + commit),"
             " the sandbox payment, about 30 SQL statements in 6 short transactions, and Valkey"
