@@ -30,6 +30,8 @@ log = logging.getLogger("catalog_svc.recs")
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 20
+# more than MAX_LIMIT + 1, so products out of stock since the list was cached leave enough behind
+CATEGORY_CANDIDATES = 40
 
 
 class Source(enum.Enum):
@@ -51,9 +53,13 @@ class RecsConfig:
     batch_size: int = 100
     cache_ttl_seconds: int = 86400
     key_prefix: str = ""
+    category_ttl_seconds: int = 300
 
     def key(self, product_id: int) -> str:
         return f"{self.key_prefix}recs:also_bought:{product_id}"
+
+    def category_key(self, category_id: int) -> str:
+        return f"{self.key_prefix}recs:category_top:{category_id}"
 
 
 async def compute_all(
@@ -127,21 +133,35 @@ class AlsoBoughtService:
                 raise ProductNotFound(product_id)
             keep = await recs_store.sellable(conn, [pid for pid, _ in candidates]) if candidates else set()
             chosen = [(pid, score) for pid, score in candidates if pid in keep][:limit]
-            if not chosen:
-                source = Source.CATEGORY_TOP_SELLERS
-                if category_id is not None:
-                    chosen = await recs_store.category_top_sellers(
-                        conn,
-                        category_id=category_id,
-                        exclude_id=product_id,
-                        window_days=self._config.window_days,
-                        limit=limit,
-                    )
+        if not chosen:
+            source = Source.CATEGORY_TOP_SELLERS
+            if category_id is not None:
+                top = await self._category_top(category_id)
+                async with connection(self._pool) as conn:
+                    keep = await recs_store.sellable(conn, [pid for pid, _ in top]) if top else set()
+                chosen = [(pid, score) for pid, score in top if pid in keep and pid != product_id][:limit]
         products = await self._load([pid for pid, _ in chosen])
         metrics.also_bought_requests_total.labels(source.value).inc()
         return AlsoBought(
             items=tuple((products[pid], score) for pid, score in chosen if pid in products), source=source
         )
+
+    async def _category_top(self, category_id: int) -> list[tuple[int, float]]:
+        """The category's top sellers, cached a few minutes (re-checked for stock on every read)."""
+        key = self._config.category_key(category_id)
+        cached = await self._kv.run(lambda: self._kv.client.get(key))
+        if cached is not None:
+            try:
+                return [(int(pid), float(score)) for pid, score in json.loads(cached)]
+            except (ValueError, TypeError):
+                log.warning("unreadable category top-sellers entry", extra={"category_id": category_id})
+        async with connection(self._pool) as conn:
+            top = await recs_store.category_top_sellers(
+                conn, category_id=category_id, window_days=self._config.window_days, limit=CATEGORY_CANDIDATES
+            )
+        payload = json.dumps([[pid, score] for pid, score in top])
+        await self._kv.run(lambda: self._kv.client.setex(key, self._config.category_ttl_seconds, payload))
+        return top
 
     async def _candidates(self, product_id: int) -> tuple[list[tuple[int, float]], Source]:
         key = self._config.key(product_id)

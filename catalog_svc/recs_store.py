@@ -40,18 +40,17 @@ async def compute_also_bought(
     window, by frequency (ties by id), top N; score = frequency / orders containing the product."""
     cur = await conn.execute(
         """
-WITH recent AS (
+WITH mine AS (  -- the batch's orders in the window, by the (product_id, ordered_at) index
     SELECT order_id, product_id FROM co_purchases
-    WHERE ordered_at > now() - make_interval(days => %(days)s)
+    WHERE product_id = ANY(%(ids)s) AND ordered_at > now() - make_interval(days => %(days)s)
 ),
 totals AS (
-    SELECT product_id, count(*) AS orders FROM recent WHERE product_id = ANY(%(ids)s) GROUP BY product_id
+    SELECT product_id, count(*) AS orders FROM mine GROUP BY product_id
 ),
-pairs AS (
-    SELECT a.product_id, b.product_id AS recommended_id, count(*) AS frequency
-    FROM recent a JOIN recent b ON b.order_id = a.order_id AND b.product_id <> a.product_id
-    WHERE a.product_id = ANY(%(ids)s)
-    GROUP BY a.product_id, b.product_id
+pairs AS (  -- the other lines of those orders, by the primary key (order_id, product_id)
+    SELECT m.product_id, b.product_id AS recommended_id, count(*) AS frequency
+    FROM mine m JOIN co_purchases b ON b.order_id = m.order_id AND b.product_id <> m.product_id
+    GROUP BY m.product_id, b.product_id
 ),
 ranked AS (
     SELECT pairs.*, row_number() OVER (PARTITION BY product_id ORDER BY frequency DESC, recommended_id) AS rn
@@ -127,20 +126,25 @@ async def category_of(conn: AsyncConnection, product_id: int) -> tuple[bool, int
 
 
 async def category_top_sellers(
-    conn: AsyncConnection, *, category_id: int, exclude_id: int, window_days: int, limit: int
+    conn: AsyncConnection, *, category_id: int, window_days: int, limit: int
 ) -> list[tuple[int, float]]:
     """Sellable products of the category by units sold over the window (then reviews, then id)."""
     cur = await conn.execute(
         """
-SELECT p.id, coalesce(sum(cp.quantity), 0)::float8 AS sold
+WITH sold AS (
+    SELECT cp.product_id, sum(cp.quantity) AS units
+    FROM co_purchases cp JOIN products p ON p.id = cp.product_id
+    WHERE p.category_id = %(category)s AND cp.ordered_at > now() - make_interval(days => %(days)s)
+    GROUP BY cp.product_id
+)
+SELECT p.id, coalesce(sold.units, 0)::float8 AS sold
 FROM products p
 JOIN stock_status s ON s.product_id = p.id AND s.in_stock
-LEFT JOIN co_purchases cp ON cp.product_id = p.id AND cp.ordered_at > now() - make_interval(days => %s)
-WHERE p.category_id = %s AND p.is_active AND p.id <> %s
-GROUP BY p.id, p.review_count
+LEFT JOIN sold ON sold.product_id = p.id
+WHERE p.category_id = %(category)s AND p.is_active
 ORDER BY sold DESC, p.review_count DESC, p.id
-LIMIT %s
+LIMIT %(limit)s
 """,
-        (window_days, category_id, exclude_id, limit),
+        {"category": category_id, "days": window_days, "limit": limit},
     )
     return [(row["id"], row["sold"]) for row in await cur.fetchall()]
