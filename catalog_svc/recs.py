@@ -77,8 +77,8 @@ async def compute_all(
                 conn, ids, window_days=config.window_days, top_n=config.top_n
             )
             changed = await recs_store.replace_recommendations(conn, ids, recs)
-            if changed:
-                await events.recommendations_updated(conn, topic=topic, product_ids=changed)
+            # every finished batch is announced (the contract), naming the lists that changed
+            await events.recommendations_updated(conn, topic=topic, product_ids=changed)
         await _cache_batch(kv, config, ids, recs)
         after = ids[-1]
         processed += len(ids)

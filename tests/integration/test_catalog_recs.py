@@ -116,6 +116,7 @@ async def run_job(mesh) -> dict[str, int]:
 
 async def test_also_bought_matches_brute_force_from_cache_then_database(mesh, shop):
     world, orders = shop
+    job_started = catalog_sql(mesh.database_url, "SELECT now()")[0][0]
     report = await run_job(mesh)
     assert report["products"] >= len(world.items) and report["with_recommendations"] > 0
     sellable = {i.product_id for i in world.items if i.in_stock}
@@ -150,12 +151,19 @@ async def test_also_bought_matches_brute_force_from_cache_then_database(mesh, sh
     default = await client.GetAlsoBought(pb.GetAlsoBoughtRequest(product_id=item.product_id))
     assert [r.product.id for r in default.recommendations] == [pid for pid, _ in expected][:10]
 
-    # each batch published recommendations_updated
+    # each finished batch published recommendations_updated, naming the lists that changed
     rows = catalog_sql(
         mesh.database_url,
-        "SELECT count(*) FROM catalog.outbox WHERE event_type = 'recommendations_updated'",
+        "SELECT payload FROM catalog.outbox WHERE event_type = 'recommendations_updated' AND created_at > %s",
+        (job_started,),
     )
-    assert rows[0][0] >= 1
+    assert len(rows) == report["batches"]
+    named = {
+        pid
+        for (payload,) in rows
+        for pid in events_pb2.CatalogEvent.FromString(payload).recommendations_updated.product_ids
+    }
+    assert item.product_id in named
 
 
 async def test_inactive_recommendations_are_filtered_out(mesh, shop):
