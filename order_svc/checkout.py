@@ -26,14 +26,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 from psycopg_pool import AsyncConnectionPool
-from shop.order.v1 import order_pb2
 
 from meshkit import metrics as mesh_metrics
 from meshkit.db import connection, transaction
 from meshkit.errors import Aborted, DomainError
 from meshkit.idempotency import IdempotencyStore, KeyInProgress, KeyReused, Lease, Replay
 from meshkit.logs import log_event
-from order_svc import cart_store, convert, events, metrics, store
+from order_svc import cart_store, events, metrics, store
 from order_svc.config import OrderSettings
 from order_svc.failpoints import Failpoints
 from order_svc.model import CartEmpty, CheckoutInput, order_total, price_lines
@@ -61,46 +60,49 @@ class CheckoutService:
         self._settings = settings
         self._lease_seconds = settings.idempotency_lease_seconds
         self._failpoints = failpoints
-        self._running: set[asyncio.Future[bytes]] = set()
+        self._running: set[asyncio.Future[tuple[bytes, bool]]] = set()
 
-    async def checkout(self, request: CheckoutInput) -> order_pb2.CheckoutResponse:
-        """The response (or raised error) is always decoded from the stored outcome bytes."""
+    async def checkout(self, request: CheckoutInput) -> tuple[bytes, bool]:
+        """(the stored outcome: a serialized google.rpc.Status, whether it is a replay).
+
+        Fresh or replayed, the caller's answer is always decoded from these bytes
+        (`convert.decode_outcome`), so a retry gets exactly the original response or error."""
         request_hash = request.request_hash()
         claim = await self._idempotency.begin(request.user_id, request.idempotency_key, request_hash)
         if isinstance(claim, Replay):
             metrics.orders_total.labels("duplicate").inc()
-            return convert.decode_outcome(claim.response)
+            return claim.response, True
         # Shielded: a caller that gives up (deadline, disconnect) must not stop the saga between two
         # steps; the work finishes and stores its outcome, which the caller's retry then replays.
         task = asyncio.ensure_future(self._process(request, request_hash, claim))
         self._running.add(task)
         task.add_done_callback(self._finished)
-        return convert.decode_outcome(await asyncio.shield(task))
+        return await asyncio.shield(task)
 
-    def _finished(self, task: asyncio.Future[bytes]) -> None:
+    def _finished(self, task: asyncio.Future[tuple[bytes, bool]]) -> None:
         self._running.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved here too, for when the caller had already gone away
 
-    async def _process(self, request: CheckoutInput, request_hash: str, lease: Lease) -> bytes:
+    async def _process(self, request: CheckoutInput, request_hash: str, lease: Lease) -> tuple[bytes, bool]:
         owner = uuid.UUID(lease.token) if lease.token else uuid.uuid4()
         try:
             async with lease.keep_alive():
-                outcome = await self._run(request, request_hash, owner)
+                outcome, replayed = await self._run(request, request_hash, owner)
         except BaseException:
             await lease.release()  # nothing final was stored: a retry may start at once
             raise
         await lease.complete(outcome, request_hash)
-        return outcome
+        return outcome, replayed
 
-    async def _run(self, request: CheckoutInput, request_hash: str, owner: uuid.UUID) -> bytes:
+    async def _run(self, request: CheckoutInput, request_hash: str, owner: uuid.UUID) -> tuple[bytes, bool]:
         async with connection(self._pool) as conn:
             existing = await store.find_by_key(conn, request.user_id, request.idempotency_key)
         if existing is None:
             order_id = await self._create(request, owner)
             if order_id is not None:
                 self._failpoints.hit("after_order_created")
-                return await self._drive(order_id, request.payment_token, owner)
+                return await self._drive(order_id, request.payment_token, owner), False
             async with connection(self._pool) as conn:
                 existing = await store.find_by_key(conn, request.user_id, request.idempotency_key)
             assert existing is not None
@@ -108,20 +110,20 @@ class CheckoutService:
 
     async def _resume(
         self, existing: dict, request: CheckoutInput, request_hash: str, owner: uuid.UUID
-    ) -> bytes:
+    ) -> tuple[bytes, bool]:
         """The key has an order: replay its outcome, or drive it if its lease is free."""
         if existing["request_hash"] != request_hash:
             raise KeyReused(request.idempotency_key)
         if existing["checkout_outcome"] is not None:
             metrics.orders_total.labels("duplicate").inc()
             mesh_metrics.idempotent_replays_total.labels(self._settings.service_name, "database").inc()
-            return bytes(existing["checkout_outcome"])
+            return bytes(existing["checkout_outcome"]), True
         async with connection(self._pool) as conn:
             taken = await store.take_lease(conn, existing["id"], owner, self._lease_seconds)
         if not taken:
             raise KeyInProgress(request.idempotency_key)
         log_event(log, "checkout_resumed", order_id=str(existing["id"]), client_request_id=request.request_id)
-        return await self._drive(existing["id"], request.payment_token, owner)
+        return await self._drive(existing["id"], request.payment_token, owner), False
 
     async def _create(self, request: CheckoutInput, owner: uuid.UUID) -> uuid.UUID | None:
         """Step 1. None when the key turned out to have an order already (found under the lock)."""

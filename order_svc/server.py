@@ -16,6 +16,9 @@ from order_svc.lifecycle import OrderLifecycle
 from order_svc.model import validate_checkout
 from order_svc.recovery import RecoveryJob
 
+# gRPC metadata marking a replayed checkout answer (success or error); see docs/GATEWAY.md
+REPLAYED_METADATA_KEY = "x-idempotent-replayed"
+
 
 def _principal() -> Principal:
     principal = current_principal()
@@ -90,7 +93,10 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             notes=request.notes,
             request_id=request.request_id,
         )
-        return await self._checkout.checkout(checkout)
+        outcome, replayed = await self._checkout.checkout(checkout)
+        if replayed:  # the gateway turns this into `Idempotent-Replayed: true`
+            await context.send_initial_metadata(((REPLAYED_METADATA_KEY, "true"),))
+        return convert.decode_outcome(outcome)
 
     async def GetOrder(
         self, request: order_pb2.GetOrderRequest, context: grpc.aio.ServicerContext

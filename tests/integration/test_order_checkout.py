@@ -106,9 +106,14 @@ async def test_same_key_replays_the_original_response_and_another_body_is_reject
     key = new_key()
     stub = orders(mesh, user)
 
-    first = await stub.Checkout(checkout_request(key))
-    again = await stub.Checkout(checkout_request(key, request_id="another-correlation-id"))
+    first_call = stub.Checkout(checkout_request(key))
+    first = await first_call
+    again_call = stub.Checkout(checkout_request(key, request_id="another-correlation-id"))
+    again = await again_call
     assert again.SerializeToString(deterministic=True) == first.SerializeToString(deterministic=True)
+    # replays say so in metadata (the gateway's Idempotent-Replayed header); first answers do not
+    assert ("x-idempotent-replayed", "true") not in list(await first_call.initial_metadata() or [])
+    assert ("x-idempotent-replayed", "true") in list(await again_call.initial_metadata() or [])
 
     other_body = checkout_request(key, notes="different")
     error = await _error(stub.Checkout(other_body))
