@@ -114,6 +114,9 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
                 )
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 code = context.code() or grpc.StatusCode.CANCELLED
+                remaining = context.time_remaining()
+                if code == grpc.StatusCode.CANCELLED and remaining is not None and remaining <= 0:
+                    code = grpc.StatusCode.DEADLINE_EXCEEDED  # count timeouts against the SLO
                 raise
             except Exception:
                 code = grpc.StatusCode.INTERNAL

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from shopctl import audit, catalog, inventory, orders, outbox, token
+from shopctl import audit, catalog, inventory, orders, outbox, retention, token
 
 app = typer.Typer(no_args_is_help=True, help="Shopmesh operator CLI.", pretty_exceptions_enable=False)
 app.add_typer(audit.app, name="audit")
@@ -20,6 +20,7 @@ app.add_typer(inventory.invariants_app, name="invariants")
 app.add_typer(orders.app, name="orders")
 app.add_typer(outbox.app, name="outbox")
 app.add_typer(token.app, name="token")
+app.add_typer(retention.app, name="retention")
 
 
 def main() -> None:
