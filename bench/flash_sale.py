@@ -74,10 +74,14 @@ class Recorder:
     outcomes: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
     acks: list[Ack] = dataclasses.field(default_factory=list)
     retries: int = 0
+    # (completion time, latency) of every HTTP request, for latency against load over the sale
+    timed: list[tuple[float, float]] = dataclasses.field(default_factory=list)
 
     def add(self, kind: str, ms: float, outcome: str) -> None:
         self.latencies[kind].append(ms)
         self.outcomes[f"{kind} {outcome}"] += 1
+        if kind != "checkout_with_retries":
+            self.timed.append((time.monotonic(), ms))
 
 
 def _reason(reply: httpx.Response) -> str:
@@ -278,6 +282,26 @@ def summarize(rec: Recorder, load_s: float) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["count"])
 
 
+def timeline(rec: Recorder, *, windows: int = 20) -> list[dict[str, float]]:
+    """Requests per second and latency percentiles per time window of the sale."""
+    if not rec.timed:
+        return []
+    start = min(t for t, _ in rec.timed)
+    width = max(1.0, (max(t for t, _ in rec.timed) - start) / windows)
+    buckets: dict[int, list[float]] = collections.defaultdict(list)
+    for t, ms in rec.timed:
+        buckets[int((t - start) // width)].append(ms)
+    return [
+        {
+            "t_s": round((i + 1) * width, 1),
+            "per_s": round(len(v) / width, 1),
+            "p50_ms": round(percentile(v, 0.5), 1),
+            "p99_ms": round(percentile(v, 0.99), 1),
+        }
+        for i, v in sorted(buckets.items())
+    ]
+
+
 async def drive(
     mesh: Mesh,
     sale: Sale,
@@ -368,6 +392,7 @@ async def run(
     return {
         "title": f"Flash sale through the gateway ({users} virtual users, {hot_skus} hot SKUs)",
         "rows": summarize(rec, wall),
+        "timeline": timeline(rec),
         "throughput": {
             "http_requests_per_s": round(total / wall, 1),
             "orders_acknowledged": len(rec.acks),

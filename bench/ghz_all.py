@@ -260,7 +260,10 @@ async def run(
     failing = [r["rpc"] for r in rows if r["ok_pct"] < 50]
     return {
         "title": "Every public RPC under ghz",
-        "rows": [{**r, "status": _codes(r["status"])} for r in rows],
+        "rows": [
+            {**{k: v for k, v in r.items() if k != "top_errors"}, "status": _codes(r["status"])} for r in rows
+        ],
+        "error_samples": {r["rpc"]: "; ".join(r["top_errors"]) for r in rows if r["top_errors"]},
         "commands": {
             "each RPC": f"ghz --config=bench/ghz/<area>.<Rpc>.json (placeholders filled by bench/ghz_all.py; "
             f"duration {duration_s}s, or one call per prepared order/cart line for 'pass' rows)",

@@ -19,6 +19,7 @@ ORDER = [
     "catalog_search",
     "order_checkout",
     "gateway",
+    "ghz_all",
     "memory",
     "warm_start",
     "flash_sale",
@@ -72,6 +73,76 @@ def _plot_inventory(result: dict[str, Any]) -> str | None:
     return str(path.relative_to(ROOT / "docs"))
 
 
+# extra keys of a result rendered as tables (ghz_all, flash_sale, memory): key -> heading
+EXTRA_TABLES = {
+    "throughput": "Throughput",
+    "error_mix": "Answers by request kind (HTTP status and ErrorInfo reason)",
+    "k8s_memory": "Per-service memory for Kubernetes requests and limits (MiB)",
+    "error_samples": "Sample error messages per RPC",
+}
+
+
+def _extra_tables(result: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for key, heading in EXTRA_TABLES.items():
+        value = result.get(key) or {}
+        if not value:
+            continue
+        if all(isinstance(v, dict) for v in value.values()):
+            rows = [{"": name, **v} for name, v in value.items()]
+        elif key in ("error_mix", "error_samples"):
+            rows = [
+                {"what": k, "count" if key == "error_mix" else "messages": str(v).replace("|", "/")}
+                for k, v in value.items()
+            ]
+        else:
+            rows = [value]
+        lines += ["", f"{heading}:", "", *_table(rows)]
+    checks = result.get("checks") or {}
+    if checks:
+        summary = {
+            **checks.get("settle", {}),
+            **checks.get("events", {}),
+            **{f"orders {k}": v for k, v in checks.get("orders_by_status", {}).items()},
+        }
+        lines += ["", "Correctness checks after the load (settling, events, orders):", "", *_table([summary])]
+        lines += ["", "Hot SKUs:", "", *_table(checks.get("hot_skus") or [])]
+        lines += [f"- problem: {problem}" for problem in checks.get("problems") or []]
+    return lines
+
+
+def _plot_flash_sale(result: dict[str, Any]) -> str | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = result.get("timeline") or []
+    if not points:
+        return None
+    t = [p["t_s"] for p in points]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(t, [p["p50_ms"] for p in points], marker="o", label="p50")
+    ax.plot(t, [p["p99_ms"] for p in points], marker="^", label="p99")
+    ax.set_xlabel("seconds into the sale")
+    ax.set_ylabel("latency (ms), all HTTP requests")
+    ax.set_yscale("log")
+    load = ax.twinx()
+    load.bar(t, [p["per_s"] for p in points], width=(t[0] * 0.8), alpha=0.2, color="grey", label="requests/s")
+    load.set_ylabel("requests / s")
+    ax.set_zorder(load.get_zorder() + 1)  # lines over the bars
+    ax.patch.set_visible(False)
+    ax.set_title("Flash sale: latency against load over time")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    PLOTS.mkdir(parents=True, exist_ok=True)
+    path = PLOTS / "flash_sale.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return str(path.relative_to(ROOT / "docs"))
+
+
 def _section(result: dict[str, Any]) -> list[str]:
     lines = [f"## {result.get('title', result['name'])}", ""]
     machine = result.get("machine", {})
@@ -89,11 +160,16 @@ def _section(result: dict[str, Any]) -> list[str]:
         lines += ["", *_table(result["rows"])]
     if result.get("workers"):
         lines += ["", "Multi-process serving (SO_REUSEPORT):", "", *_table([result["workers"]])]
+    lines += _extra_tables(result)
     lines += _goals(result.get("goals") or [])
     if result["name"] == "inventory_hot_sku":
         plot = _plot_inventory(result)
         if plot:
             lines += ["", f"![throughput against concurrency]({plot})"]
+    if result["name"] == "flash_sale":
+        plot = _plot_flash_sale(result)
+        if plot:
+            lines += ["", f"![latency against load during the sale]({plot})"]
     for note in result.get("notes") or []:
         lines += ["", note]
     lines.append("")
