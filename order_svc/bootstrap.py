@@ -55,7 +55,7 @@ def build_app(settings: OrderSettings, pool: AsyncConnectionPool, valkey: valkey
         settings.catalog_addr, token_provider=minter.token, default_timeout=settings.rpc_deadline_seconds
     )
     inventory = InventoryClient(inventory_channel)
-    catalog = CatalogClient(catalog_channel)
+    catalog = CatalogClient(catalog_channel, cache_seconds=settings.cart_catalog_cache_seconds)
     cache = CartCache(valkey, ttl_seconds=settings.cart_cache_ttl_seconds)
     failpoints = Failpoints(settings.failpoints)
     idempotency = IdempotencyStore(

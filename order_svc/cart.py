@@ -110,7 +110,7 @@ class CartService:
         if not product_ids:
             return {}, True
         try:
-            return await self._catalog.products(product_ids), True
+            return await self._catalog.recent_products(product_ids), True
         except DomainError:
             return {}, False  # informational only: the cart is still served
 
@@ -123,7 +123,7 @@ class CartService:
         validate_quantity(quantity, self._max_quantity)
         if len(request_id) > 64:
             raise InvalidArgument("request_id", "at most 64 characters")
-        info = (await self._catalog.products([product_id])).get(product_id)
+        info = (await self._catalog.recent_products([product_id])).get(product_id)
         if info is None or not info.is_active:
             raise ProductNotFound([product_id])
         async with transaction(self._pool) as conn:

@@ -17,6 +17,7 @@ class OrderSettings(CommonSettings):
     cart_max_line_quantity: int = 100  # units of one product per cart line
     cart_max_lines: int = 100
     cart_cache_ttl_seconds: int = 300  # bound on staleness of cached titles/prices
+    cart_catalog_cache_seconds: float = 10.0  # cart changes may reuse catalog answers this old
     # checkout
     checkout_hold_seconds: float = 600.0  # reservations are extended by this much at checkout
     idempotency_lease_seconds: float = 30.0  # "processing" lease, Valkey and database alike

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 import uuid
 from collections.abc import Sequence
 from decimal import Decimal
@@ -158,8 +159,18 @@ def _price(money: object) -> Decimal:
 
 
 class CatalogClient:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    """BatchGetProducts. Checkout always asks the catalog (`products`); the cart's existence check and
+    display may use answers up to `cache_seconds` old (`recent_products`), which spares the catalog
+    a call per cart change. A product withdrawn meanwhile can still be added for that long; checkout
+    then refuses it (PRODUCT_INACTIVE), since it prices from a fresh answer."""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, *, cache_seconds: float = 10.0, cache_size: int = 10_000
+    ) -> None:
         self._stub = catalog_pb2_grpc.CatalogServiceStub(channel)
+        self._cache_seconds = cache_seconds
+        self._cache_size = cache_size
+        self._recent: dict[int, tuple[float, ProductInfo]] = {}
 
     async def products(self, product_ids: Sequence[int]) -> dict[int, ProductInfo]:
         """Products found (active or not), by id; unknown ids are simply absent."""
@@ -170,7 +181,23 @@ class CatalogClient:
             response = await self._stub.BatchGetProducts(request)
         except grpc.aio.AioRpcError as exc:
             raise peer_error(exc, "catalog") from exc
-        return {
+        found = {
             p.id: ProductInfo(product_id=p.id, title=p.title, price=_price(p.price), is_active=p.is_active)
             for p in response.products
         }
+        if len(self._recent) + len(found) > self._cache_size:
+            self._recent.clear()
+        now = time.monotonic()
+        self._recent.update({pid: (now, info) for pid, info in found.items()})
+        return found
+
+    async def recent_products(self, product_ids: Sequence[int]) -> dict[int, ProductInfo]:
+        """Like `products`, answering from answers younger than `cache_seconds` when it can."""
+        now = time.monotonic()
+        known = {
+            pid: hit[1]
+            for pid in product_ids
+            if (hit := self._recent.get(pid)) is not None and now - hit[0] < self._cache_seconds
+        }
+        missing = [pid for pid in product_ids if pid not in known]
+        return {**known, **(await self.products(missing))} if missing else known
