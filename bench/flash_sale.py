@@ -315,7 +315,10 @@ async def drive(
     """Run the virtual users until the deadline (plus their last in-flight requests); returns the
     recorder, the load's wall time and the driver's own CPU seconds."""
     rec = Recorder()
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    # idle connections are dropped before uvicorn's 5 s keep-alive timeout closes them under our feet
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections, keepalive_expiry=2.0
+    )
     timeout = httpx.Timeout(30.0, connect=10.0, pool=60.0)
     cpu0 = resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
