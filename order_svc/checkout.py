@@ -195,9 +195,15 @@ class CheckoutService:
     async def _renewing(self, order_id: uuid.UUID, owner: uuid.UUID) -> AsyncIterator[None]:
         """Keep the database lease while the saga runs (the Valkey one renews itself)."""
 
+        stop = asyncio.Event()
+
         async def renew() -> None:
-            while True:
+            # the flag ends the loop even if a driver turns our cancellation into an error it raises
+            # (which the suppress below would swallow, renewing forever)
+            while not stop.is_set():
                 await asyncio.sleep(self._lease_seconds / 3)
+                if stop.is_set():
+                    return
                 with contextlib.suppress(DomainError):
                     async with connection(self._pool) as conn:
                         await store.renew_lease(conn, order_id, owner, self._lease_seconds)
@@ -206,6 +212,7 @@ class CheckoutService:
         try:
             yield
         finally:
+            stop.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -110,10 +110,13 @@ class RecoveryJob:
             outcome = await self._resolve(order_id)
         except Superseded:
             return None
-        except DomainError as error:
+        except DomainError as error:  # a peer or the database is away: the next pass retries
             log.warning(
                 "could not recover order", extra={"order_id": str(order_id), "error": error.message[:200]}
             )
+            return None
+        except Exception:  # a bug must not stop the pass for every other order
+            log.exception("recovering an order failed", extra={"order_id": str(order_id)})
             return None
         finally:
             async with transaction(self._pool) as conn:
