@@ -110,13 +110,17 @@ class IndexSync:
 
     async def run(self) -> None:
         backoff = self._poll
+        failed = False
         while True:
             try:
+                if failed:  # e.g. OpenSearch came back empty: recreate the alias before writing
+                    await self._index.ensure_alias()
                 handled = await self.sync_once()
-                backoff = self._poll
+                backoff, failed = self._poll, False
             except (OpenSearchException, BulkError, TimeoutError, OSError, *CONNECTION_ERRORS) as exc:
                 metrics.index_sync_documents_total.labels("failed_batch").inc()
                 log.warning("index sync failed; will retry", extra={"error": repr(exc)[:300]})
+                failed = True
                 backoff = min(backoff * 2, 5.0)
                 await asyncio.sleep(backoff)
                 continue

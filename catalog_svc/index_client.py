@@ -130,9 +130,11 @@ class SearchIndex:
                 }
             )
             lines.append(doc)
-        reply = await self.client.bulk(
-            body=lines, refresh="wait_for" if refresh else "false", request_timeout=max(self._timeout, 30)
-        )
+        params = {"refresh": "wait_for" if refresh else "false"}
+        if index is None:
+            # through the alias only: if it is missing, fail instead of auto-creating an index by that name
+            params["require_alias"] = "true"
+        reply = await self.client.bulk(body=lines, params=params, request_timeout=max(self._timeout, 30))
         written = 0
         failures = []
         for item in reply["items"]:
