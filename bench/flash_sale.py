@@ -215,18 +215,17 @@ async def _virtual_user(
             await _call(client, rec, "clear_cart", "DELETE", "/v1/cart", headers=auth)
 
 
-def _user_token(mesh: Mesh, user: str, ttl_s: int) -> str:
+def _user_token(mesh: Mesh, user: str, ttl_s: int, roles: tuple[str, ...] = ()) -> str:
+    """A JWT the mesh's gateway accepts (its claims: sub, roles, aud, iat, exp)."""
     now = int(time.time())
-    claims = {"sub": user, "roles": [], "aud": "shopmesh", "iat": now, "exp": now + ttl_s}
+    claims = {"sub": user, "roles": list(roles), "aud": "shopmesh", "iat": now, "exp": now + ttl_s}
     return jwt.encode(claims, mesh.jwt_secret, algorithm="HS256")
 
 
 async def _create_hot_skus(
     mesh: Mesh, client: httpx.AsyncClient, *, count: int, stock_per_sku: int
 ) -> dict[int, int]:
-    admin = {
-        "Authorization": f"Bearer {jwt.encode({'sub': 'flash-admin', 'roles': ['admin'], 'aud': 'shopmesh', 'exp': int(time.time()) + 3600}, mesh.jwt_secret, algorithm='HS256')}"
-    }
+    admin = {"Authorization": f"Bearer {_user_token(mesh, 'flash-admin', 3600, ('admin',))}"}
     inventory = inventory_pb2_grpc.InventoryServiceStub(
         mesh.channel("inventory_svc", "flash-setup", ("service",))
     )
