@@ -143,16 +143,22 @@ class Lease:
             yield
             return
         interval = self._store.lease_seconds / 3
+        stop = asyncio.Event()
 
         async def renew_forever() -> None:
-            while True:
+            # The flag, not only cancel(), ends the loop: valkey-py turns a cancellation that races
+            # its socket read timeout into a TimeoutError, which renew() takes for "Valkey down"
+            # and swallows; the loop then renewed forever and the request never answered.
+            while not stop.is_set():
                 await asyncio.sleep(interval)
-                await self.renew()
+                if not stop.is_set():
+                    await self.renew()
 
         task = asyncio.create_task(renew_forever(), name=f"idempotency-renew:{self.name}")
         try:
             yield
         finally:
+            stop.set()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
