@@ -26,8 +26,7 @@ class CatalogSettings(CommonSettings):
     breaker_failure_threshold: int = 3
     breaker_success_threshold: int = 2
     breaker_reset_seconds: float = 10.0
-    # product read cache in Valkey; the prefix namespaces every catalog key (tests use their own)
-    cache_key_prefix: str = ""
+    # product read cache in Valkey (keys carry CommonSettings.cache_key_prefix)
     product_cache_ttl_seconds: int = 300
     cache_timeout_seconds: float = 0.25
     # index sync

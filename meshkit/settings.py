@@ -63,6 +63,8 @@ class CommonSettings:
     valkey_url: str = "valkey://127.0.0.1:56379/0"
     kafka_bootstrap: str = "127.0.0.1:59092"
     opensearch_url: str = "http://127.0.0.1:59200"
+    # prefix for every Valkey key a service writes (tests set one per session to stay isolated)
+    cache_key_prefix: str = ""
     # topics (tests override them to stay isolated)
     topic_inventory_events: str = "inventory-events"
     topic_order_events: str = "order-events"

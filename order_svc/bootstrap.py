@@ -56,11 +56,13 @@ def build_app(settings: OrderSettings, pool: AsyncConnectionPool, valkey: valkey
     )
     inventory = InventoryClient(inventory_channel)
     catalog = CatalogClient(catalog_channel, cache_seconds=settings.cart_catalog_cache_seconds)
-    cache = CartCache(valkey, ttl_seconds=settings.cart_cache_ttl_seconds)
+    cache = CartCache(
+        valkey, ttl_seconds=settings.cart_cache_ttl_seconds, key_prefix=settings.cache_key_prefix
+    )
     failpoints = Failpoints(settings.failpoints)
     idempotency = IdempotencyStore(
         valkey,
-        namespace="order-checkout",
+        namespace=f"{settings.cache_key_prefix}order-checkout",
         service=settings.service_name,
         lease_seconds=settings.idempotency_lease_seconds,
         completed_ttl_seconds=settings.idempotency_ttl_seconds,

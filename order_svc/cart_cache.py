@@ -22,13 +22,13 @@ log = logging.getLogger("order_svc.cart_cache")
 
 
 class CartCache:
-    def __init__(self, client: valkey_asyncio.Valkey, *, ttl_seconds: int) -> None:
+    def __init__(self, client: valkey_asyncio.Valkey, *, ttl_seconds: int, key_prefix: str = "") -> None:
         self._client = client
         self._ttl = ttl_seconds
+        self._prefix = key_prefix
 
-    @staticmethod
-    def _keys(user_id: str) -> tuple[str, str]:
-        return f"cart:{user_id}", f"cartgen:{user_id}"
+    def _keys(self, user_id: str) -> tuple[str, str]:
+        return f"{self._prefix}cart:{user_id}", f"{self._prefix}cartgen:{user_id}"
 
     async def get(self, user_id: str) -> tuple[bytes | None, bytes]:
         """(cached cart or None, current generation to tag a fresh entry with)."""

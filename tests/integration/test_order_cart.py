@@ -113,13 +113,14 @@ async def test_reads_are_cached_and_every_write_invalidates(mesh):
     product = await new_product(mesh, stock=5)
     await add(mesh, user, product, 1)
     client = valkey_asyncio.from_url(ORDER_VALKEY_URL)
+    cart_key = f"{mesh.env.get('SHOPMESH_CACHE_KEY_PREFIX', '')}cart:{user}"
     try:
         first = await _cart(mesh, user)
-        assert await client.exists(f"cart:{user}") == 1
+        assert await client.exists(cart_key) == 1
         assert await _cart(mesh, user) == first
 
         await carts(mesh, user).UpdateCartItem(cart_pb2.UpdateCartItemRequest(product_id=product, quantity=3))
-        assert await client.exists(f"cart:{user}") == 0
+        assert await client.exists(cart_key) == 0
         assert [i.quantity for i in (await _cart(mesh, user)).items] == [3]
     finally:
         await client.aclose()
