@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import secrets
 import signal
 import socket
@@ -41,9 +42,17 @@ START_TIMEOUT = 60.0
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free port below the kernel's ephemeral range, so an outgoing connection cannot take it
+    between now and the moment the service binds it."""
+    for _ in range(200):
+        port = random.randint(20_000, 32_000)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found in 20000-32000")
 
 
 class ServiceProcess:
@@ -108,6 +117,9 @@ class Mesh:
             "SHOPMESH_SHUTDOWN_GRACE_SECONDS": "2",
             "SHOPMESH_LOG_LEVEL": "INFO",
             "SHOPMESH_TEST_SUFFIX": suffix,
+            # consumer groups of this session alone (a shared group name rebalances across sessions)
+            "SHOPMESH_INDEXER_GROUP": f"catalog-indexer-{suffix}",
+            "SHOPMESH_COPURCHASE_GROUP": f"catalog-copurchases-{suffix}",
             # catalog: its own search alias and Valkey key namespace, away from `make run` data
             "SHOPMESH_SEARCH_INDEX_ALIAS": f"products-test-{suffix}",
             "SHOPMESH_CACHE_KEY_PREFIX": f"test-{suffix}:",
