@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 
 from meshkit.access import access_policy
+from meshkit.audit_service import AUDIT_SERVICE_DESCRIPTOR, register_audit_service
 from meshkit.auth import SERVICE_ROLE, TokenMinter
 from meshkit.clients import open_channel
 from meshkit.consumer import DedupConsumer
@@ -112,6 +113,7 @@ def make_setup(settings: OrderSettings) -> Setup:
             order_pb2.DESCRIPTOR.services_by_name["OrderService"],
         ]
         runtime.service_names.extend(s.full_name for s in services)
+        register_audit_service(server, runtime.pool, runtime.service_names)
 
         relay = OutboxRelay(
             pool=runtime.pool,
@@ -144,6 +146,6 @@ def make_setup(settings: OrderSettings) -> Setup:
                     interval_seconds=settings.order_archive_interval_seconds,
                 ),
             )
-        return access_policy(services)
+        return access_policy([*services, AUDIT_SERVICE_DESCRIPTOR])
 
     return setup

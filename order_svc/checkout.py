@@ -33,6 +33,7 @@ from meshkit.errors import Aborted, DomainError
 from meshkit.idempotency import IdempotencyStore, KeyInProgress, KeyReused, Lease, Replay
 from meshkit.logs import log_event
 from order_svc import cart_store, events, metrics, store
+from order_svc.audit import record_checkout_replay
 from order_svc.config import OrderSettings
 from order_svc.failpoints import Failpoints
 from order_svc.model import CartEmpty, CheckoutInput, order_total, price_lines
@@ -71,6 +72,7 @@ class CheckoutService:
         claim = await self._idempotency.begin(request.user_id, request.idempotency_key, request_hash)
         if isinstance(claim, Replay):
             metrics.orders_total.labels("duplicate").inc()
+            await self._audit_replay(request, "valkey")
             return claim.response, True
         # Shielded: a caller that gives up (deadline, disconnect) must not stop the saga between two
         # steps; the work finishes and stores its outcome, which the caller's retry then replays.
@@ -78,6 +80,12 @@ class CheckoutService:
         self._running.add(task)
         task.add_done_callback(self._finished)
         return await asyncio.shield(task)
+
+    async def _audit_replay(self, request: CheckoutInput, layer: str) -> None:
+        async with transaction(self._pool) as conn:
+            await record_checkout_replay(
+                conn, user_id=request.user_id, idempotency_key=request.idempotency_key, layer=layer
+            )
 
     def _finished(self, task: asyncio.Future[tuple[bytes, bool]]) -> None:
         self._running.discard(task)
@@ -117,6 +125,7 @@ class CheckoutService:
         if existing["checkout_outcome"] is not None:
             metrics.orders_total.labels("duplicate").inc()
             mesh_metrics.idempotent_replays_total.labels(self._settings.service_name, "database").inc()
+            await self._audit_replay(request, "database")
             return bytes(existing["checkout_outcome"]), True
         async with connection(self._pool) as conn:
             taken = await store.take_lease(conn, existing["id"], owner, self._lease_seconds)

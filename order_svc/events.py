@@ -15,6 +15,7 @@ from psycopg import AsyncConnection
 from shop.events.v1 import events_pb2
 
 from meshkit.outbox import add_event
+from order_svc.audit import record_status_change
 from order_svc.convert import money, order_line_out, order_status, timestamp
 from order_svc.model import Order, OrderLine, OrderStatus
 
@@ -54,6 +55,8 @@ async def order_created(
 async def status_changed(
     conn: AsyncConnection, *, topic: str, order: Order, from_status: OrderStatus
 ) -> uuid.UUID:
+    """The event of a status change, and its audit record: every status change passes here."""
+    await record_status_change(conn, order, from_status)
     event_id = uuid.uuid4()
     event = events_pb2.OrderEvent(
         event_id=str(event_id),
