@@ -23,6 +23,7 @@ from catalog_svc.search import SearchLogWriter, SearchService
 from catalog_svc.server import CatalogServicer
 from catalog_svc.service import CatalogService
 from meshkit.access import access_policy
+from meshkit.audit_service import AUDIT_SERVICE_DESCRIPTOR, register_audit_service
 from meshkit.auth import TokenMinter
 from meshkit.circuit import CircuitBreaker
 from meshkit.clients import open_channel
@@ -162,6 +163,7 @@ def make_setup(settings: CatalogSettings) -> Setup:
         catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
         descriptor = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"]
         runtime.service_names.append(descriptor.full_name)
+        register_audit_service(server, runtime.pool, runtime.service_names)
 
         try:
             await asyncio.wait_for(parts.index.ensure_alias(), timeout=10)
@@ -250,7 +252,7 @@ def make_setup(settings: CatalogSettings) -> Setup:
                         next_delay=lambda: jobs.seconds_until_hour(settings.recs_nightly_hour_utc),
                     ),
                 )
-        return access_policy([descriptor])
+        return access_policy([descriptor, AUDIT_SERVICE_DESCRIPTOR])
 
     return setup
 

@@ -7,6 +7,7 @@ nudged. The search index follows through Kafka (consumers.py), never from here.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 
@@ -35,11 +36,12 @@ from catalog_svc.model import (
     update_fields,
     validate_draft,
 )
+from meshkit.audit import audit, diff
 from meshkit.db import connection, transaction
 from meshkit.errors import InvalidArgument
 
 SLUG_CONSTRAINT = "products_slug_key"
-SLUG_ATTEMPTS = 5
+SLUG_ATTEMPTS = 32  # each collision means another creator committed: allow as many as run at once
 
 
 def parse_request_id(value: str) -> uuid.UUID | None:
@@ -130,6 +132,7 @@ class CatalogService:
                     raise RuntimeError("request id conflict without a product")
                 return earlier
             product = (await store.get_products(conn, [product_id]))[product_id]
+            await _audit_product(conn, "product.create", None, product)
             await events.product_changed(conn, topic=self._topic, product=product)
         await self._after_write(product)
         return product
@@ -161,6 +164,7 @@ class CatalogService:
                     raise SlugTaken(slug) from exc
                 raise
             product = (await store.get_products(conn, [product_id]))[product_id]
+            await _audit_product(conn, "product.update", current, product)
             await events.product_changed(conn, topic=self._topic, product=product)
         await self._after_write(product)
         return product
@@ -176,6 +180,7 @@ class CatalogService:
                 return current
             await store.deactivate_product(conn, product_id)
             product = (await store.get_products(conn, [product_id]))[product_id]
+            await _audit_product(conn, "product.delete", current, product)
             await events.product_changed(conn, topic=self._topic, product=product)
         await self._after_write(product)
         return product
@@ -204,3 +209,33 @@ class CatalogService:
     async def _after_write(self, product: Product) -> None:
         await self._cache.put_many([product])
         self._on_commit()
+
+
+def _audited_fields(product: Product | None) -> dict[str, object]:
+    if product is None:
+        return {}
+    return {
+        "title": product.title,
+        "slug": product.slug,
+        "seller_id": product.seller_id,
+        "category_id": product.category_id,
+        "price": str(product.price),
+        "brand": product.brand,
+        "is_active": product.is_active,
+        "rating": str(product.rating),
+        "review_count": product.review_count,
+        "attributes": [[a.name, a.value] for a in product.attributes],
+        # descriptions can be long: the trail says that it changed, not what it says
+        "description_sha256": hashlib.sha256(product.description.encode()).hexdigest()[:16],
+    }
+
+
+async def _audit_product(conn: AsyncConnection, action: str, before: Product | None, after: Product) -> None:
+    """The product's audit record, in the transaction of the change (meshkit.audit)."""
+    await audit(
+        conn,
+        service="catalog_svc",
+        action=action,
+        resource=f"product/{after.id}",
+        changes=diff(_audited_fields(before), _audited_fields(after)),
+    )

@@ -377,3 +377,43 @@ async def test_cache_never_replaces_a_newer_version_with_an_older_one(mesh):
     finally:
         await client.delete(cache.key(1))
         await client.aclose()
+
+
+async def test_product_writes_are_audited_with_the_changed_fields(mesh, refs):
+    from shop.audit.v1 import audit_pb2, audit_pb2_grpc
+
+    admin = admin_stub(mesh)
+    created = (
+        await admin.CreateProduct(pb.CreateProductRequest(product=new_product(refs, "Audited Lamp")))
+    ).product
+    await admin.UpdateProduct(
+        pb.UpdateProductRequest(
+            product_id=created.id,
+            product=pb.Product(price=money(24, 50)),
+            update_mask=field_mask_pb2.FieldMask(paths=["price"]),
+        )
+    )
+    await expect_error(  # rejected: no record
+        admin.UpdateProduct(
+            pb.UpdateProductRequest(
+                product_id=created.id,
+                product=pb.Product(price=money(-1)),
+                update_mask=field_mask_pb2.FieldMask(paths=["price"]),
+            )
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    await admin.DeleteProduct(pb.DeleteProductRequest(product_id=created.id))
+    await admin.DeleteProduct(pb.DeleteProductRequest(product_id=created.id))  # already inactive: no change
+    auditor = audit_pb2_grpc.AuditServiceStub(mesh.channel("catalog_svc", "auditor", ("admin",)))
+    reply = await auditor.ListAuditRecords(
+        audit_pb2.ListAuditRecordsRequest(resource=f"product/{created.id}")
+    )
+    records = list(reversed(reply.records))
+    assert [r.action for r in records] == ["product.create", "product.update", "product.delete"]
+    assert (
+        records[1].changes["price"]["before"] == "19.99" and records[1].changes["price"]["after"] == "24.50"
+    )
+    assert set(records[1].changes.keys()) == {"price"}
+    assert records[2].changes["is_active"]["after"] is False
+    assert len({r.actor for r in records}) == 1 and "admin" in records[0].actor_roles
