@@ -1,0 +1,59 @@
+"""Fixtures of the fault suite: control of the real servers, the shop behind the gateway, a recorder.
+
+Every test here is marked `fault` by the root conftest and runs last. Outages are short and set by
+SHOPMESH_FAULT_* variables (FaultSettings), so the suite stays within its time budget; after every
+test, whatever it did, all four servers are running again (a killed server the test could not
+restore is started here, and the test fails if that was needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from meshkit.settings import load_settings
+from tests.fault.history import History
+from tests.fault.scenario import FaultSettings
+from tests.fault.servers import ServerControl
+from tests.fault.workload import ensure_shop, http_client
+from tests.harness import Mesh
+
+
+@pytest.fixture(scope="session")
+def fault_settings() -> FaultSettings:
+    settings = load_settings(FaultSettings)
+    assert settings.fault_users >= 50, "SHOPMESH_FAULT_USERS must be >= 50 (50 requests in flight)"
+    return settings
+
+
+@pytest.fixture(scope="session")
+def servers() -> ServerControl:
+    return ServerControl()
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _servers_restored(servers: ServerControl) -> AsyncIterator[None]:
+    yield
+    restarted = await servers.ensure_all_up()
+    assert not restarted, f"the test left {restarted} stopped (restarted them now)"
+
+
+@pytest_asyncio.fixture
+async def shop(mesh: Mesh) -> AsyncIterator[Mesh]:
+    await ensure_shop(mesh)
+    yield mesh
+
+
+@pytest_asyncio.fixture
+async def history(shop: Mesh, request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[History]:
+    async with http_client(shop) as client:
+        recorded = History(client)
+        try:
+            yield recorded
+        finally:
+            path = tmp_path / "history.jsonl"
+            recorded.dump(path)
+            print(f"\n{request.node.name}: history of {len(recorded.ops)} requests in {path}")
