@@ -111,6 +111,10 @@ class SearchPage:
     page_size: int = PAGE_SIZE
 
 
+# Prices are DECIMAL(10,2) and ratings 0..5: anything above this cannot match and is a bad request.
+MAX_FILTER_AMOUNT = 1e9
+
+
 def _amount(field: str, value: float | None, rounding: str, quantum: Decimal) -> Decimal | None:
     if value is None:
         return None
@@ -118,6 +122,8 @@ def _amount(field: str, value: float | None, rounding: str, quantum: Decimal) ->
         raise InvalidArgument(field, "must be a finite number")
     if value < 0:
         raise InvalidArgument(field, "must be >= 0")
+    if value > MAX_FILTER_AMOUNT:  # quantize would overflow the decimal context (a 500 before)
+        raise InvalidArgument(field, f"must be at most {MAX_FILTER_AMOUNT:g}")
     # Filters are rounded to the data's own precision (cents, tenths) so both engines compare
     # exactly the same values: min rounds up, max rounds down.
     return Decimal(repr(value)).quantize(quantum, rounding=rounding)

@@ -193,3 +193,12 @@ def test_seconds_until_hour():
     now = dt.datetime(2026, 5, 1, 2, 30, tzinfo=dt.UTC)
     assert jobs.seconds_until_hour(3, now) == 1800
     assert jobs.seconds_until_hour(2, now) == 23.5 * 3600
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("min_price", 2.6e51), ("max_price", 1e300), ("min_rating", 5.4e279)]
+)
+def test_absurd_filter_amounts_are_invalid_arguments_not_errors(field, value):
+    with pytest.raises(InvalidArgument) as caught:
+        search(**{field: value})
+    assert caught.value.field == field
