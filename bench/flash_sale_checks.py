@@ -210,7 +210,7 @@ def _check_events(
 async def verify(
     mesh: Mesh, *, hot: dict[int, int], acks: list[Ack], outcomes: collections.Counter[str]
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    consumer = mesh.env.get("SHOPMESH_COPURCHASE_GROUP", "catalog-copurchases")
+    consumer = "catalog-copurchases"  # catalog's dedup identity for the co-purchase consumer
     settled = await _settle(mesh, consumer, SETTLE_TIMEOUT_S)
     in_kafka = await asyncio.to_thread(
         _kafka_order_events, mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"], mesh.env["SHOPMESH_TOPIC_ORDER_EVENTS"]

@@ -23,15 +23,12 @@ from catalog_svc.search import SearchLogWriter, SearchService
 from catalog_svc.server import CatalogServicer
 from catalog_svc.service import CatalogService
 from meshkit.access import access_policy
-from meshkit.audit_service import AUDIT_SERVICE_DESCRIPTOR, register_audit_service
 from meshkit.auth import TokenMinter
 from meshkit.circuit import CircuitBreaker
 from meshkit.clients import open_channel
 from meshkit.consumer import DedupConsumer
 from meshkit.context import Principal
 from meshkit.interceptors import AccessCheck
-from meshkit.kafka import build_producer
-from meshkit.outbox import OutboxRelay
 from meshkit.server import Runtime, Setup
 
 log = logging.getLogger("catalog_svc.bootstrap")
@@ -145,16 +142,7 @@ def inventory_availability(
 
 def make_setup(settings: CatalogSettings) -> Setup:
     async def setup(runtime: Runtime, server: grpc.aio.Server) -> AccessCheck:
-        relay = OutboxRelay(
-            pool=runtime.pool,
-            database_url=settings.database_url,
-            service=settings.service_name,
-            producer_factory=lambda: build_producer(
-                settings.kafka_bootstrap, client_id=settings.service_name
-            ),
-            batch_size=settings.outbox_batch_size,
-            poll_seconds=settings.outbox_poll_seconds,
-        )
+        relay = runtime.start_outbox_relay()
         parts = build_components(
             settings, pool=runtime.pool, valkey=runtime.valkey, on_commit=relay.wakeup.set
         )
@@ -163,7 +151,6 @@ def make_setup(settings: CatalogSettings) -> Setup:
         catalog_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
         descriptor = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"]
         runtime.service_names.append(descriptor.full_name)
-        register_audit_service(server, runtime.pool, runtime.service_names)
 
         try:
             await asyncio.wait_for(parts.index.ensure_alias(), timeout=10)
@@ -180,6 +167,7 @@ def make_setup(settings: CatalogSettings) -> Setup:
             bootstrap=settings.kafka_bootstrap,
             topics=[settings.topic_catalog_events, settings.topic_inventory_events],
             group_id=settings.indexer_group,
+            consumer_name="catalog-indexer",  # dedup identity, stable whatever the group is called
             pool=runtime.pool,
             handler=indexer.handle,
         )
@@ -187,6 +175,7 @@ def make_setup(settings: CatalogSettings) -> Setup:
             bootstrap=settings.kafka_bootstrap,
             topics=[settings.topic_order_events],
             group_id=settings.copurchase_group,
+            consumer_name="catalog-copurchases",
             pool=runtime.pool,
             handler=CoPurchaseRecorder().handle,
         )
@@ -208,7 +197,6 @@ def make_setup(settings: CatalogSettings) -> Setup:
                 availability=_tolerant(availability) if settings.reconcile_check_inventory else None,
             )
 
-        runtime.spawn("outbox-relay", relay.run)
         runtime.spawn("indexer", index_consumer.run)
         runtime.spawn("copurchases", copurchase_consumer.run)
         runtime.spawn("index-sync", sync.run)
@@ -252,7 +240,7 @@ def make_setup(settings: CatalogSettings) -> Setup:
                         next_delay=lambda: jobs.seconds_until_hour(settings.recs_nightly_hour_utc),
                     ),
                 )
-        return access_policy([descriptor, AUDIT_SERVICE_DESCRIPTOR])
+        return access_policy([descriptor])
 
     return setup
 

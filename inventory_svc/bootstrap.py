@@ -10,10 +10,7 @@ from inventory_svc.jobs import run_expiry_sweeper, run_invariant_checker
 from inventory_svc.server import InventoryServicer
 from inventory_svc.service import InventoryService
 from meshkit.access import access_policy
-from meshkit.audit_service import AUDIT_SERVICE_DESCRIPTOR, register_audit_service
 from meshkit.interceptors import AccessCheck
-from meshkit.kafka import build_producer
-from meshkit.outbox import OutboxRelay
 from meshkit.server import Runtime, Setup
 
 
@@ -24,19 +21,8 @@ def make_setup(settings: InventorySettings) -> Setup:
         inventory_pb2_grpc.add_InventoryServiceServicer_to_server(servicer, server)
         descriptor = inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"]
         runtime.service_names.append(descriptor.full_name)
-        register_audit_service(server, runtime.pool, runtime.service_names)
 
-        relay = OutboxRelay(
-            pool=runtime.pool,
-            database_url=settings.database_url,
-            service=settings.service_name,
-            producer_factory=lambda: build_producer(
-                settings.kafka_bootstrap, client_id=settings.service_name
-            ),
-            batch_size=settings.outbox_batch_size,
-            poll_seconds=settings.outbox_poll_seconds,
-        )
-        runtime.spawn("outbox-relay", relay.run)
+        runtime.start_outbox_relay()
         runtime.spawn(
             "reservation-expiry",
             lambda: run_expiry_sweeper(
@@ -50,6 +36,6 @@ def make_setup(settings: InventorySettings) -> Setup:
             "invariant-checker",
             lambda: run_invariant_checker(runtime.pool, interval=settings.invariant_check_interval_seconds),
         )
-        return access_policy([descriptor, AUDIT_SERVICE_DESCRIPTOR])
+        return access_policy([descriptor])
 
     return setup

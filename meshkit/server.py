@@ -26,14 +26,19 @@ from grpc_reflection.v1alpha import reflection
 from psycopg_pool import AsyncConnectionPool
 
 from meshkit import metrics
+from meshkit.access import access_policy
+from meshkit.audit_service import AUDIT_SERVICE_DESCRIPTOR, register_audit_service
 from meshkit.db import open_pool, pool_saturation
 from meshkit.interceptors import AccessCheck, MeshServerInterceptor
+from meshkit.kafka import build_producer
 from meshkit.logs import configure_logging
 from meshkit.migrate import pending_migrations
+from meshkit.outbox import OutboxRelay
 from meshkit.settings import CommonSettings
 from meshkit.tracing import configure_tracing, instrument_grpc
 
 log = logging.getLogger("meshkit.server")
+AUDIT_METHOD_PREFIX = f"/{AUDIT_SERVICE_DESCRIPTOR.full_name}/"
 
 
 @dataclasses.dataclass
@@ -68,6 +73,22 @@ class Runtime:
 
     def on_close(self, closer: Callable[[], Awaitable[None]]) -> None:
         self._closers.append(closer)
+
+    def start_outbox_relay(self) -> OutboxRelay:
+        """The service's outbox relay (one active per service, elected by advisory lock), running."""
+        settings = self.settings
+        relay = OutboxRelay(
+            pool=self.pool,
+            database_url=settings.database_url,
+            service=settings.service_name,
+            producer_factory=lambda: build_producer(
+                settings.kafka_bootstrap, client_id=settings.service_name
+            ),
+            batch_size=settings.outbox_batch_size,
+            poll_seconds=settings.outbox_poll_seconds,
+        )
+        self.spawn("outbox-relay", relay.run)
+        return relay
 
 
 Setup = Callable[[Runtime, grpc.aio.Server], Awaitable[AccessCheck | None]]
@@ -118,7 +139,18 @@ async def _serve(
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    access_holder["check"] = await setup(runtime, server)
+    # every service serves the audit trail of its own schema (admin only, from the proto option)
+    register_audit_service(server, pool, runtime.service_names)
+    audit_check = access_policy([AUDIT_SERVICE_DESCRIPTOR])
+    service_check = await setup(runtime, server)
+
+    def combined_check(method: str, principal: Any) -> None:
+        if method.startswith(AUDIT_METHOD_PREFIX):
+            audit_check(method, principal)
+        elif service_check is not None:
+            service_check(method, principal)
+
+    access_holder["check"] = combined_check
 
     names = [*runtime.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(names, server)

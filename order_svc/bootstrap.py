@@ -10,15 +10,12 @@ from psycopg_pool import AsyncConnectionPool
 from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 
 from meshkit.access import access_policy
-from meshkit.audit_service import AUDIT_SERVICE_DESCRIPTOR, register_audit_service
 from meshkit.auth import SERVICE_ROLE, TokenMinter
 from meshkit.clients import open_channel
 from meshkit.consumer import DedupConsumer
 from meshkit.context import Principal
 from meshkit.idempotency import IdempotencyStore
 from meshkit.interceptors import AccessCheck
-from meshkit.kafka import build_producer
-from meshkit.outbox import OutboxRelay
 from meshkit.server import Runtime, Setup
 from order_svc.archival import run_archival
 from order_svc.cart import CartService
@@ -113,19 +110,8 @@ def make_setup(settings: OrderSettings) -> Setup:
             order_pb2.DESCRIPTOR.services_by_name["OrderService"],
         ]
         runtime.service_names.extend(s.full_name for s in services)
-        register_audit_service(server, runtime.pool, runtime.service_names)
 
-        relay = OutboxRelay(
-            pool=runtime.pool,
-            database_url=settings.database_url,
-            service=settings.service_name,
-            producer_factory=lambda: build_producer(
-                settings.kafka_bootstrap, client_id=settings.service_name
-            ),
-            batch_size=settings.outbox_batch_size,
-            poll_seconds=settings.outbox_poll_seconds,
-        )
-        runtime.spawn("outbox-relay", relay.run)
+        runtime.start_outbox_relay()
         consumer = DedupConsumer(
             bootstrap=settings.kafka_bootstrap,
             topics=[settings.topic_inventory_events],
@@ -146,6 +132,6 @@ def make_setup(settings: OrderSettings) -> Setup:
                     interval_seconds=settings.order_archive_interval_seconds,
                 ),
             )
-        return access_policy([*services, AUDIT_SERVICE_DESCRIPTOR])
+        return access_policy(services)
 
     return setup
