@@ -239,3 +239,7 @@ async def mesh(test_database: str, tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         with contextlib.suppress(Exception):
             await the_mesh.close()
+        with contextlib.suppress(Exception):  # this session's search indexes (catalog_svc made them)
+            opensearch = os.environ.get("SHOPMESH_OPENSEARCH_URL", "http://127.0.0.1:59200")
+            async with httpx.AsyncClient(timeout=30) as client:
+                await client.delete(f"{opensearch}/{the_mesh.env['SHOPMESH_SEARCH_INDEX_ALIAS']}-*")
