@@ -36,6 +36,8 @@ class MeshSettings(CommonSettings):
     inventory_metrics_port: int = 9152
     order_metrics_port: int = 9153
     mesh_ready_timeout_seconds: float = 60.0
+    # demo catalog loaded by `make run` (0 skips it); loading is idempotent
+    demo_products: int = 3000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,13 +88,27 @@ class RunningMesh:
 
 
 # Steps run once every service answers, before the table is printed (demo data, tokens, ...).
+def _load_demo_catalog(mesh: RunningMesh) -> None:
+    count = mesh.settings.demo_products
+    if count <= 0:
+        print("mesh: demo catalog skipped (SHOPMESH_DEMO_PRODUCTS=0)")
+        return
+    print(f"mesh: loading the demo catalog ({count} products, stock in two warehouses)")
+    done = subprocess.run(
+        [sys.executable, "-m", "shopctl", "catalog", "demo-load", f"--products={count}"],
+        env=child_environment(mesh.infra.settings), cwd=REPO_ROOT, check=False,
+    )  # fmt: skip
+    if done.returncode:
+        raise InfraError("loading the demo catalog failed (see the output above)")
+
+
 def _print_demo_tokens(mesh: RunningMesh) -> None:
     from shopctl.token import print_demo_tokens  # the gateway's JWT settings, read from the same env
 
     print_demo_tokens(mesh)
 
 
-POST_START_STEPS: tuple[Callable[[RunningMesh], None], ...] = (_print_demo_tokens,)
+POST_START_STEPS: tuple[Callable[[RunningMesh], None], ...] = (_load_demo_catalog, _print_demo_tokens)
 
 
 def _healthy(spec: ServiceSpec) -> bool:

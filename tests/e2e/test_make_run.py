@@ -53,6 +53,11 @@ def test_make_run_serves_every_service_and_stops_on_ctrl_c(run_database):
         "SHOPMESH_TOPIC_ORDER_EVENTS": f"order-events-run-{suffix}",
         "SHOPMESH_TOPIC_CATALOG_EVENTS": f"catalog-events-run-{suffix}",
         "SHOPMESH_TEST_SUFFIX": f"run{suffix}",
+        "SHOPMESH_CACHE_KEY_PREFIX": f"run{suffix}:",
+        "SHOPMESH_SEARCH_INDEX_ALIAS": f"products-run-{suffix}",
+        "SHOPMESH_INDEXER_GROUP": f"catalog-indexer-run-{suffix}",
+        "SHOPMESH_COPURCHASE_GROUP": f"catalog-copurchases-run-{suffix}",
+        "SHOPMESH_DEMO_PRODUCTS": "150",  # the step runs; a small catalog keeps the test short
     }
     for name, port in grpc_ports.items():
         env[f"SHOPMESH_{name.upper()}_ADDR"] = f"127.0.0.1:{port}"
@@ -78,6 +83,9 @@ def test_make_run_serves_every_service_and_stops_on_ctrl_c(run_database):
             assert check.returncode == 0, f"{name}: {check.stderr}"
             assert '"status": "SERVING"' in check.stdout, f"{name}: {check.stdout}"
         assert httpx.get(f"http://127.0.0.1:{gateway_port}/healthz", timeout=5).status_code == 200
+        listed = httpx.get(f"http://127.0.0.1:{gateway_port}/v1/products?page_size=5", timeout=10)
+        assert listed.status_code == 200 and len(listed.json().get("products", [])) == 5, listed.text
+        assert any("demo user token" in line.lower() or "admin" in line.lower() for line in output)
         table = "".join(output)
         for name, port in grpc_ports.items():
             assert f"127.0.0.1:{port}" in table, f"{name}'s address is not printed"
