@@ -24,6 +24,8 @@ class FaultSettings:
 
     fault_kafka_outage_seconds: float = 10.0
     fault_valkey_outage_seconds: float = 4.0
+    # longer than the services' pool wait (5 s), so requests waiting on a connection fail and retry
+    fault_postgres_outage_seconds: float = 6.0
     fault_opensearch_open_seconds: float = 4.0  # how long searches are measured with the breaker open
     fault_inventory_outage_seconds: float = 2.0
     fault_network_delay_seconds: float = 1.5  # added to every inventory call during the delay window
@@ -89,3 +91,34 @@ async def metric(url: str, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+async def histogram(url: str, name: str, **labels: str) -> dict[float, float]:
+    """Cumulative bucket counts {le: count} of a histogram, summed over the other labels."""
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        text = (await client.get(url)).text
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket" and all(sample.labels.get(k) == v for k, v in labels.items()):
+                le = float(sample.labels["le"])
+                buckets[le] = buckets.get(le, 0.0) + sample.value
+    return buckets
+
+
+def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """Prometheus' histogram_quantile over the observations made between two snapshots."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(cumulative - below, 1e-12)
+        lower, below = bound, cumulative
+    return lower
