@@ -10,7 +10,7 @@ from meshkit.settings import CommonSettings
 @dataclasses.dataclass(frozen=True)
 class CatalogSettings(CommonSettings):
     service_name: str = "catalog_svc"
-    grpc_port: int = 50051
+    grpc_port: int = 15051
     metrics_port: int = 9151
     db_pool_max: int = 30
     # OpenSearch: the alias searches go through; versioned indexes are named "<alias>-<stamp>".

@@ -26,7 +26,7 @@ class Bucket:
 class GatewaySettings(CommonSettings):
     service_name: str = "gateway"
     gateway_host: str = "127.0.0.1"
-    gateway_port: int = 58080
+    gateway_port: int = 18080
     # external JWTs
     jwt_secret: str = DEMO_JWT_SECRET
     jwt_audience: str = "shopmesh"

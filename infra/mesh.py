@@ -31,7 +31,7 @@ from meshkit.settings import CommonSettings, load_settings
 class MeshSettings(CommonSettings):
     """The addresses run-mesh gives the services and probes; the same variables the services read."""
 
-    gateway_port: int = 58080
+    gateway_port: int = 18080
     catalog_metrics_port: int = 9151
     inventory_metrics_port: int = 9152
     order_metrics_port: int = 9153

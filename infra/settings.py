@@ -15,16 +15,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 class InfraSettings:
     """Ports, folders and limits of `python -m infra`; field `pg_port` reads `SHOPMESH_PG_PORT`."""
 
-    pg_port: int = 55432
+    pg_port: int = 15432
     pg_database: str = "shopmesh"
     pg_max_connections: int = 400
     pg_shared_buffers: str = "512MB"
-    valkey_port: int = 56379
-    kafka_port: int = 59092
-    kafka_controller_port: int = 59093
+    valkey_port: int = 16379
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
     kafka_heap: str = "512m"
-    opensearch_port: int = 59200
-    opensearch_transport_port: int = 59300
+    opensearch_port: int = 19200
+    opensearch_transport_port: int = 19300
     opensearch_heap: str = "768m"
     # empty: <repo>/.data and <repo>/.cache
     infra_data_dir: str = ""

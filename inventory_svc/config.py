@@ -10,7 +10,7 @@ from meshkit.settings import CommonSettings
 @dataclasses.dataclass(frozen=True)
 class InventorySettings(CommonSettings):
     service_name: str = "inventory_svc"
-    grpc_port: int = 50052
+    grpc_port: int = 15052
     metrics_port: int = 9152
     db_pool_max: int = 40
     reservation_ttl_seconds: int = 1800

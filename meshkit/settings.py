@@ -57,12 +57,12 @@ class CommonSettings:
 
     service_name: str = "shopmesh"
     # data layer (ports match infra/ defaults, which avoid the servers' default ports)
-    database_url: str = "postgresql://postgres@127.0.0.1:55432/shopmesh"
+    database_url: str = "postgresql://postgres@127.0.0.1:15432/shopmesh"
     db_pool_min: int = 2
     db_pool_max: int = 20
-    valkey_url: str = "valkey://127.0.0.1:56379/0"
-    kafka_bootstrap: str = "127.0.0.1:59092"
-    opensearch_url: str = "http://127.0.0.1:59200"
+    valkey_url: str = "valkey://127.0.0.1:16379/0"
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    opensearch_url: str = "http://127.0.0.1:19200"
     # prefix for every Valkey key a service writes (tests set one per session to stay isolated)
     cache_key_prefix: str = ""
     # topics (tests override them to stay isolated)
@@ -76,9 +76,9 @@ class CommonSettings:
     workers: int = 1
     shutdown_grace_seconds: float = 10.0
     # peers
-    catalog_addr: str = "127.0.0.1:50051"
-    inventory_addr: str = "127.0.0.1:50052"
-    order_addr: str = "127.0.0.1:50053"
+    catalog_addr: str = "127.0.0.1:15051"
+    inventory_addr: str = "127.0.0.1:15052"
+    order_addr: str = "127.0.0.1:15053"
     rpc_deadline_seconds: float = 5.0
     # trust between gateway and services (HS256 internal token)
     internal_token_secret: str = "shopmesh-internal-demo-secret-change-me"

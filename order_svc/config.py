@@ -10,7 +10,7 @@ from meshkit.settings import CommonSettings, load_settings
 @dataclasses.dataclass(frozen=True)
 class OrderSettings(CommonSettings):
     service_name: str = "order_svc"
-    grpc_port: int = 50053
+    grpc_port: int = 15053
     metrics_port: int = 9153
     # cart
     cart_reservation_ttl_seconds: float = 1800.0  # how long a cart line holds stock (seed: 30 min)

@@ -231,7 +231,7 @@ async def mesh(test_database: str, tmp_path_factory: pytest.TempPathFactory) -> 
             apply_migrations(test_database, package)
     workdir = tmp_path_factory.mktemp("mesh")
     the_mesh = Mesh(test_database, workdir)
-    bootstrap = os.environ.get("SHOPMESH_KAFKA_BOOTSTRAP", "127.0.0.1:59092")
+    bootstrap = os.environ.get("SHOPMESH_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     the_mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"] = bootstrap
     await asyncio.to_thread(ensure_topics, bootstrap, list(the_mesh.topics.values()))
     try:
@@ -240,6 +240,6 @@ async def mesh(test_database: str, tmp_path_factory: pytest.TempPathFactory) -> 
         with contextlib.suppress(Exception):
             await the_mesh.close()
         with contextlib.suppress(Exception):  # this session's search indexes (catalog_svc made them)
-            opensearch = os.environ.get("SHOPMESH_OPENSEARCH_URL", "http://127.0.0.1:59200")
+            opensearch = os.environ.get("SHOPMESH_OPENSEARCH_URL", "http://127.0.0.1:19200")
             async with httpx.AsyncClient(timeout=30) as client:
                 await client.delete(f"{opensearch}/{the_mesh.env['SHOPMESH_SEARCH_INDEX_ALIAS']}-*")

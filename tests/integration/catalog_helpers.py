@@ -36,7 +36,7 @@ from meshkit.errors import error_info_of, status_of
 from meshkit.kafka import build_producer
 from tests.harness import Mesh, ServiceProcess, free_port
 
-OPENSEARCH = "http://127.0.0.1:59200"
+OPENSEARCH = "http://127.0.0.1:19200"
 
 
 def admin_stub(mesh: Mesh, addr: str | None = None) -> catalog_pb2_grpc.CatalogServiceStub:
@@ -354,7 +354,7 @@ class Proxy:
     """Forwards 127.0.0.1:<port> to OpenSearch. `down()` closes every connection and refuses new ones
     (OpenSearch unreachable); `delay` holds each request that long before forwarding it."""
 
-    def __init__(self, target_port: int = 59200) -> None:
+    def __init__(self, target_port: int = 19200) -> None:
         self.port = free_port()
         self._target = target_port
         self._server: asyncio.Server | None = None

@@ -25,7 +25,7 @@ from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 
 from meshkit.errors import error_info_of
 
-ORDER_VALKEY_URL = "valkey://127.0.0.1:56379/7"
+ORDER_VALKEY_URL = "valkey://127.0.0.1:16379/7"
 ORDER_ENV = {
     "SHOPMESH_VALKEY_URL": ORDER_VALKEY_URL,
     "SHOPMESH_IDEMPOTENCY_LEASE_SECONDS": "3",

@@ -104,7 +104,7 @@ def test_5xx_messages_never_leak_internals() -> None:
         grpc.StatusCode.UNAVAILABLE,
         grpc.aio.Metadata(),
         grpc.aio.Metadata(),
-        "failed to connect to all addresses; last error: 127.0.0.1:50051",
+        "failed to connect to all addresses; last error: 127.0.0.1:15051",
     )
     status, body = from_rpc_error(transport)
     assert status == 503 and "127.0.0.1" not in body["error"]["message"]
