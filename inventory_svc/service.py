@@ -367,6 +367,8 @@ class InventoryService:
             return await self._stock(conn, product_id)
 
     async def availability(self, product_ids: Sequence[int]) -> list[tuple[int, int]]:
+        if not product_ids:  # REQUIRED in the proto
+            raise InvalidArgument("product_ids", "at least one id is required")
         if len(product_ids) > MAX_BATCH_PRODUCT_IDS:
             raise InvalidArgument("product_ids", f"at most {MAX_BATCH_PRODUCT_IDS} ids")
         unique = list(dict.fromkeys(validate_product_id(p, "product_ids") for p in product_ids))
