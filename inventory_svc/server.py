@@ -12,6 +12,7 @@ from shop.inventory.v1 import inventory_pb2_grpc
 from inventory_svc.jobs import release_expired_reservations
 from inventory_svc.model import Movement, ProductStock, Reservation, ReservationStatus
 from inventory_svc.service import InventoryService
+from meshkit.errors import InvalidArgument
 
 _STATUS = {
     ReservationStatus.ACTIVE: pb.RESERVATION_STATUS_ACTIVE,
@@ -28,7 +29,12 @@ def _ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
 
 
 def _ttl(request: pb.ReserveStockRequest | pb.ExtendReservationsRequest) -> dt.timedelta | None:
-    return request.ttl.ToTimedelta() if request.HasField("ttl") else None
+    if not request.HasField("ttl"):
+        return None
+    try:
+        return request.ttl.ToTimedelta()
+    except (OverflowError, ValueError):  # beyond what a timedelta holds, so far beyond MAX_TTL
+        raise InvalidArgument("ttl", "out of range") from None
 
 
 def reservation_pb(r: Reservation) -> pb.Reservation:
