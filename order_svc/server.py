@@ -8,13 +8,15 @@ import grpc
 from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 
 from meshkit.context import Principal, current_principal
-from meshkit.errors import Unauthenticated
+from meshkit.errors import InvalidArgument, Unauthenticated
 from order_svc import convert
 from order_svc.cart import CartService
 from order_svc.checkout import CheckoutService
 from order_svc.lifecycle import OrderLifecycle
 from order_svc.model import validate_checkout
 from order_svc.recovery import RecoveryJob
+
+MAX_RECOVERY_MIN_AGE = dt.timedelta(days=3650)
 
 # gRPC metadata marking a replayed checkout answer (success or error); see docs/GATEWAY.md
 REPLAYED_METADATA_KEY = "x-idempotent-replayed"
@@ -29,6 +31,19 @@ def _principal() -> Principal:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def _recovery_min_age(request: order_pb2.RecoverOrdersRequest) -> dt.timedelta | None:
+    """The optional min_age, bounded: an age beyond the calendar's range made the query fail (INTERNAL)."""
+    if not request.HasField("min_age"):
+        return None
+    try:
+        min_age = request.min_age.ToTimedelta()
+    except (OverflowError, ValueError):
+        min_age = None
+    if min_age is None or not dt.timedelta(0) <= min_age <= MAX_RECOVERY_MIN_AGE:
+        raise InvalidArgument("min_age", "must be between 0 and 3650 days")
+    return min_age
 
 
 class CartServicer(cart_pb2_grpc.CartServiceServicer):
@@ -141,7 +156,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def RecoverOrders(
         self, request: order_pb2.RecoverOrdersRequest, context: grpc.aio.ServicerContext
     ) -> order_pb2.RecoverOrdersResponse:
-        min_age = request.min_age.ToTimedelta() if request.HasField("min_age") else None
+        min_age = _recovery_min_age(request)
         completed, compensated = await self._recovery.recover(min_age=min_age, limit=max(request.limit, 0))
         return order_pb2.RecoverOrdersResponse(
             completed_order_ids=[str(i) for i in completed],
