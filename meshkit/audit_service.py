@@ -15,6 +15,7 @@ from meshkit.db import connection
 from meshkit.errors import InvalidArgument
 
 MAX_PAGE = 500
+MAX_FILTER_LENGTH = 512
 
 
 def encode_cursor(occurred_at: dt.datetime, record_id: int) -> str:
@@ -38,6 +39,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     ) -> audit_pb2.ListAuditRecordsResponse:
         if request.page_size < 0:
             raise InvalidArgument("page_size", "must not be negative")
+        for name in ("resource", "actor"):
+            value = getattr(request, name)
+            # PostgreSQL text cannot hold NUL: the query itself failed (INTERNAL) before this check
+            if "\x00" in value or len(value) > MAX_FILTER_LENGTH:
+                raise InvalidArgument(name, f"at most {MAX_FILTER_LENGTH} characters, no NUL")
         size = min(request.page_size or 50, MAX_PAGE)
         before = decode_cursor(request.page_token) if request.page_token else None
         async with connection(self._pool) as conn:
