@@ -199,6 +199,16 @@ def build_app(settings: GatewaySettings) -> Starlette:
     async def api(request: Request) -> Response:
         return await state["dispatcher"](request)
 
+    async def unrouted(_request: Request, exc: Exception) -> Response:
+        # Starlette's own 404/405, e.g. for a path with an encoded newline, which the catch-all
+        # pattern does not match: answered text/plain before, now the JSON error every route has
+        status = getattr(exc, "status_code", 404)
+        if status == 405:
+            error = GatewayError(405, grpc.StatusCode.UNIMPLEMENTED, "method not allowed here")
+        else:
+            error = GatewayError(404, grpc.StatusCode.NOT_FOUND, "no such route", reason="NOT_FOUND")
+        return json_response(error.http_status, error.body())
+
     middleware = [Middleware(RequestContextMiddleware, fixed_paths=FIXED_PATHS, static_prefix=DOCS_STATIC)]
     origins = settings.cors_origin_list()
     if origins:
@@ -223,6 +233,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
         ],
         middleware=middleware,
         lifespan=lifespan,
+        exception_handlers={404: unrouted, 405: unrouted},
     )
     app.state.api_routes = api_routes
     return app
