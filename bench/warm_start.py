@@ -14,12 +14,10 @@ Two set-ups, each started twice (the first start does one-time work, the second 
 from __future__ import annotations
 
 import os
-import random
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +31,7 @@ import psycopg
 from bench.common import write_result
 from meshkit.migrate import ROOT
 from meshkit.settings import CommonSettings, load_settings
+from tests.harness import free_port  # below the ephemeral range, like the tests
 
 SERVICES = ("catalog", "inventory", "order")
 SERVER_ENV = (
@@ -41,19 +40,6 @@ SERVER_ENV = (
     "SHOPMESH_KAFKA_BOOTSTRAP",
     "SHOPMESH_OPENSEARCH_URL",
 )
-
-
-def free_port() -> int:
-    """A free port below the kernel's ephemeral range (32768-60999 here): the same ports are bound
-    again by the second start, and an ephemeral port may meanwhile be an outgoing connection's."""
-    while True:
-        port = random.randrange(20000, 32000)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def _mesh_env(suffix: str) -> dict[str, str]:
