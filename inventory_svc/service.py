@@ -38,7 +38,7 @@ from inventory_svc.model import (
 from meshkit.audit import audit
 from meshkit.context import current_principal
 from meshkit.db import connection, transaction
-from meshkit.errors import DomainError, InvalidArgument, NotFound
+from meshkit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from meshkit.outbox import add_event
 from meshkit.tracing import inject_headers
 
@@ -171,7 +171,9 @@ class InventoryService:
             if not rows:
                 raise NotFound(f"reservation_id: no reservation {rid}", reason="RESERVATION_NOT_FOUND")
             row = rows[0]
-            if request_id and not await store.claim_request(conn, request_id, "release"):
+            operation = f"release:{rid}:{quantity}"
+            if request_id and not await store.claim_request(conn, request_id, operation):
+                await _same_request(conn, request_id, operation)
                 return _reservation(row)
             status = ReservationStatus(row["status"])
             if status in (ReservationStatus.RELEASED, ReservationStatus.EXPIRED):
@@ -323,7 +325,9 @@ class InventoryService:
         async with transaction(self._pool) as conn:
             if not await store.warehouse_exists(conn, warehouse_id):
                 raise UnknownWarehouse(warehouse_id)
-            if request_id and not await store.claim_request(conn, request_id, str(movement)):
+            operation = f"{movement}:{product_id}:{warehouse_id}:{delta}"
+            if request_id and not await store.claim_request(conn, request_id, operation):
+                await _same_request(conn, request_id, operation)
                 return await self._stock(conn, product_id)
             if delta > 0:
                 await store.ensure_product(conn, product_id)
@@ -475,4 +479,16 @@ def _require_all_found(ids: Sequence[uuid.UUID], rows: Sequence[dict[str, Any]])
             f"reservation_ids: unknown reservations {', '.join(missing)}",
             reason="RESERVATION_NOT_FOUND",
             metadata={"reservation_ids": ",".join(missing)},
+        )
+
+
+async def _same_request(conn: AsyncConnection, request_id: str, operation: str) -> None:
+    """A replayed request_id must carry the request it was first used for (AIP-155). Before this
+    check a reused id silently did nothing: adjusting product B with the id of an adjustment of A
+    answered B's unchanged stock (or NOT_FOUND) as if it had been applied."""
+    if await store.applied_operation(conn, request_id) != operation:
+        raise FailedPrecondition(
+            "request_id was already used for a different request",
+            reason="REQUEST_ID_REUSED",
+            metadata={"request_id": request_id},
         )

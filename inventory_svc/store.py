@@ -79,6 +79,12 @@ async def claim_request(conn: AsyncConnection, request_id: str, operation: str) 
     return await cur.fetchone() is not None
 
 
+async def applied_operation(conn: AsyncConnection, request_id: str) -> str | None:
+    cur = await conn.execute("SELECT operation FROM applied_requests WHERE request_id = %s", (request_id,))
+    row = await cur.fetchone()
+    return row["operation"] if row else None
+
+
 async def ensure_product(conn: AsyncConnection, product_id: int) -> None:
     await conn.execute("INSERT INTO products (product_id) VALUES (%s) ON CONFLICT DO NOTHING", (product_id,))
 
