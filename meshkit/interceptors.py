@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
@@ -16,7 +17,14 @@ from meshkit import metrics
 from meshkit.auth import INTERNAL_TOKEN_HEADER, InternalTokenError, verify_internal_token
 from meshkit.context import Principal, new_request_id, principal_var, request_id_var
 from meshkit.db import CONNECTION_ERRORS
-from meshkit.errors import DomainError, PermissionDenied, Unauthenticated, Unavailable, to_status
+from meshkit.errors import (
+    DomainError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+    to_status,
+)
 from meshkit.tracing import annotate_span
 
 log = logging.getLogger("meshkit.rpc")
@@ -98,6 +106,9 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
                 principal_var.set(principal)
                 if self._access_check is not None:
                     self._access_check(method, principal)
+                bad = nul_field(request)
+                if bad:
+                    raise InvalidArgument(bad, "must not contain NUL characters")
                 annotate_span(request)
                 response = await inner(request, context)
                 annotate_span(response)
@@ -143,6 +154,33 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
             return self._tokens.principal(token)
         except InternalTokenError as exc:
             raise Unauthenticated(f"invalid internal token: {exc}", reason="INVALID_CREDENTIALS") from exc
+
+
+def nul_field(message: Message, prefix: str = "") -> str:
+    """The path of the first string field holding a NUL character, or "".
+
+    PostgreSQL text cannot store NUL, so such a value reaching a query failed in the driver and
+    answered INTERNAL (found by the fuzzers in audit filters and stock-adjustment reasons). No
+    Shopmesh string may contain one; refusing it here covers every RPC and field at once.
+    """
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        if field.type == field.TYPE_STRING:
+            if any("\x00" in item for item in (value if field.is_repeated else (value,))):
+                return path
+        elif field.type == field.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                if (isinstance(key, str) and "\x00" in key) or (isinstance(item, str) and "\x00" in item):
+                    return path
+                found = nul_field(item, f"{path}.") if isinstance(item, Message) else ""
+                if found:
+                    return found
+        elif field.type == field.TYPE_MESSAGE:
+            for item in value if field.is_repeated else (value,):
+                found = nul_field(item, f"{path}.")
+                if found:
+                    return found
+    return ""
 
 
 def require_admin(principal: Principal | None) -> Principal:
