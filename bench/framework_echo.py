@@ -12,6 +12,8 @@ import sys
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 
 from bench.common import bench_mesh, internal_token, run_ghz, write_result
+from catalog_svc import loader
+from meshkit.db import open_pool
 from meshkit.migrate import ROOT
 from tests.harness import free_port
 
@@ -28,6 +30,11 @@ async def run(*, duration_s: int = 5) -> dict:
         await asyncio.sleep(1.5)
         async with bench_mesh() as mesh:
             await mesh.start("catalog_svc")
+            pool = await open_pool(mesh.database_url, schema="catalog", min_size=1, max_size=1)
+            try:
+                sellers = await loader.ensure_sellers(pool, ["Benchmark Seller"])
+            finally:
+                await pool.close()
             admin = catalog_pb2_grpc.CatalogServiceStub(
                 mesh.channel("catalog_svc", "bench-admin", ("admin",))
             )
@@ -37,8 +44,7 @@ async def run(*, duration_s: int = 5) -> dict:
                         title="Benchmark trail running shoe",
                         description="A light shoe for benchmarks.",
                         brand="Bench",
-                        seller_id=1,
-                        category_id=0,
+                        seller_id=sellers["Benchmark Seller"],
                         price={"currency_code": "USD", "units": 89, "nanos": 990_000_000},
                     )
                 )
