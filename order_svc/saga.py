@@ -257,9 +257,10 @@ class OrderSaga:
         decline_code: str | None = None,
     ) -> bytes:
         """Compensate and end the order (FAILED, or CANCELLED for a cancelled checkout)."""
+        restocked = 0
         if restock:
             # gives back committed units, or fences a commit still in flight: idempotent by order id
-            await self._inventory.restock(order.id, reason=error.reason.lower())
+            restocked = await self._inventory.restock(order.id, reason=error.reason.lower())
             self._failpoints.hit("after_restock")
         product_ids = list(getattr(error, "product_ids", []))
         changes: dict[str, object] = {
@@ -279,8 +280,10 @@ class OrderSaga:
             if row is None:
                 raise Superseded()
             reservations = [r["reservation_id"] for r in await store.reservations_of(conn, order.id)]
-            if row["stock_committed_at"] is not None:
-                # the cart's reservations were sold to this order and are now restocked: not held
+            if row["stock_committed_at"] is not None or restocked:
+                # the cart's reservations were sold to this order and are now restocked: not held.
+                # `restocked` covers a crash between inventory's commit and recording it here:
+                # the cart then kept counting reservations inventory had committed (fault suite)
                 await cart_store.lapse_reservations(conn, reservations)
             await store.drop_reservations(conn, order.id)
             ended = _with_lines(store.order_from_row(row, []), order)
