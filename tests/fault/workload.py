@@ -34,7 +34,7 @@ SHIPPING = {
 FAULT_RATE_LIMITS = "browse=5000/5000,cart=2000/2000,orders=2000/2000,checkout=2000/2000,admin=5000/5000"
 # recovery: clients retrying within seconds win over the job, which only takes orders idle this long
 FAULT_ORDER_ENV = {
-    "SHOPMESH_RECOVERY_MIN_AGE_SECONDS": "8",
+    "SHOPMESH_RECOVERY_MIN_AGE_SECONDS": "30",
     "SHOPMESH_RECOVERY_INTERVAL_SECONDS": "2",
 }
 RETRY_PAUSE = 0.3
