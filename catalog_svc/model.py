@@ -274,8 +274,6 @@ def page_size_of(requested: int) -> int:
 
 def batch_ids(product_ids: Sequence[int]) -> list[int]:
     """Distinct ids in first-mention order, checked."""
-    if not product_ids:  # REQUIRED in the proto
-        raise InvalidArgument("product_ids", "at least one id is required")
     if len(product_ids) > MAX_BATCH_GET:
         raise InvalidArgument("product_ids", f"at most {MAX_BATCH_GET}")
     seen: dict[int, None] = {}

@@ -40,6 +40,8 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
     async def BatchGetProducts(
         self, request: pb.BatchGetProductsRequest, context: grpc.aio.ServicerContext
     ) -> pb.BatchGetProductsResponse:
+        if not request.product_ids:  # REQUIRED in the proto (internal callers may pass none)
+            raise InvalidArgument("product_ids", "at least one id is required")
         products, missing = await self._catalog.batch_get(list(request.product_ids))
         return pb.BatchGetProductsResponse(
             products=[product_pb(p) for p in products], not_found_product_ids=missing
