@@ -88,7 +88,12 @@ async def test_search_falls_back_fast_while_opensearch_is_down_and_recovers_thro
         served_after = await histogram(breaker_url, "search_latency_seconds", engine="postgres")
         assert await metric(breaker_url, "circuit_breaker_state", service="opensearch") == OPEN
     history.mark("restored")
+    # half-open lets one probe through at a time; two good probes close it
     recovered = await _indexed(history, query, want=8)
+    deadline = time.monotonic() + 60
+    while await metric(breaker_url, "circuit_breaker_state", service="opensearch") != CLOSED:
+        assert time.monotonic() < deadline, "the breaker never closed after OpenSearch came back"
+        recovered = await _indexed(history, query, want=8)
     history.mark("closed")
     await asyncio.gather(*checkouts)
     await replay(history, plan, keys)
