@@ -3,7 +3,7 @@
 Sent with an internal token for an admin that is also a service, so access control lets every call
 through to the handler. For each RPC: no answer is INTERNAL, UNKNOWN, UNAVAILABLE or a timeout (a
 crash or an unmapped exception); a request missing a REQUIRED field is INVALID_ARGUMENT; and every
-service process is still alive afterwards. Examples per RPC: SHOPMESH_FUZZ_EXAMPLES (default 25).
+service process is still alive afterwards. Examples per RPC: SHOPMESH_FUZZ_EXAMPLES (default 40).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ PRINCIPAL = Principal("fuzz-admin", ("admin", "service"))
 
 @dataclasses.dataclass(frozen=True)
 class FuzzSettings:
-    fuzz_examples: int = 25
+    fuzz_examples: int = 40
 
 
 @dataclasses.dataclass(frozen=True)
