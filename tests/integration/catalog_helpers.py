@@ -34,9 +34,10 @@ from meshkit.context import Principal
 from meshkit.db import open_pool
 from meshkit.errors import error_info_of, status_of
 from meshkit.kafka import build_producer
+from meshkit.settings import CommonSettings, load_settings
 from tests.harness import Mesh, ServiceProcess, free_port
 
-OPENSEARCH = "http://127.0.0.1:19200"
+OPENSEARCH = load_settings(CommonSettings).opensearch_url  # wherever infra runs it
 
 
 def admin_stub(mesh: Mesh, addr: str | None = None) -> catalog_pb2_grpc.CatalogServiceStub:
@@ -354,7 +355,7 @@ class Proxy:
     """Forwards 127.0.0.1:<port> to OpenSearch. `down()` closes every connection and refuses new ones
     (OpenSearch unreachable); `delay` holds each request that long before forwarding it."""
 
-    def __init__(self, target_port: int = 19200) -> None:
+    def __init__(self, target_port: int = int(OPENSEARCH.rsplit(":", 1)[1].rstrip("/"))) -> None:
         self.port = free_port()
         self._target = target_port
         self._server: asyncio.Server | None = None

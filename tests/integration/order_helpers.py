@@ -24,8 +24,10 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 
 from meshkit.errors import error_info_of
+from meshkit.settings import CommonSettings, load_settings
 
-ORDER_VALKEY_URL = "valkey://127.0.0.1:16379/7"
+# the local Valkey (whatever port infra runs it on), database 7: order tests flush it freely
+ORDER_VALKEY_URL = load_settings(CommonSettings).valkey_url.rsplit("/", 1)[0] + "/7"
 ORDER_ENV = {
     "SHOPMESH_VALKEY_URL": ORDER_VALKEY_URL,
     "SHOPMESH_IDEMPOTENCY_LEASE_SECONDS": "3",
