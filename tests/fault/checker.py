@@ -249,8 +249,10 @@ def _check_stock(
         conn,
         "SELECT r.order_id, r.product_id, sum(r.quantity) AS units, bool_or(c.restocked_at IS NOT NULL) AS restocked"
         " FROM inventory.reservations r LEFT JOIN inventory.order_commits c ON c.order_id = r.order_id"
-        " WHERE r.status = 'committed' AND r.product_id = ANY(%s) GROUP BY r.order_id, r.product_id",
+        " WHERE r.status = 'committed' AND r.product_id = ANY(%s) AND r.owner = ANY(%s)"
+        " GROUP BY r.order_id, r.product_id",
         products,
+        plan.users,
     )
     seen: set[tuple[str, int]] = set()
     for row in committed:

@@ -21,7 +21,7 @@ import jwt
 
 from tests.fault.history import History, Op
 from tests.harness import Mesh
-from tests.integration.order_helpers import new_product, start_order_mesh
+from tests.integration.order_helpers import new_product, start_order_mesh, stock_of
 
 SHIPPING = {
     "name": "Grace Hopper",
@@ -91,11 +91,14 @@ async def make_plan(
         for i in range(plentiful)
     ]
     names = [f"fault-{label}-{i:03d}-{uuid.uuid4().hex[:6]}" for i in range(users)]
+    # what inventory really holds, not what was received here: a product id can have had stock
+    # before the catalog created it (inventory takes stock for any id; fuzzers send such ids)
+    initial = {pid: (await stock_of(mesh, pid)).quantity for pid in (hot, *others)}
     return Plan(
         hot=hot,
         plentiful=others,
         users=names,
-        initial={hot: hot_stock, **dict.fromkeys(others, plentiful_stock)},
+        initial=initial,
         tokens={name: user_token(mesh, name) for name in names},
     )
 

@@ -107,7 +107,13 @@ def plausible_inputs(schema: dict[str, Any], seller_id: str, product_ids: list[i
     }
     create = schema["paths"]["/v1/products"]["post"]["requestBody"]["content"]["application/json"]
     create["schema"] = {"$ref": "#/components/schemas/fuzz.ProductInput"}
-    adjust = schema["paths"]["/v1/products/{product_id}/stock:adjust"]["post"]["requestBody"]
+    adjust_op = schema["paths"]["/v1/products/{product_id}/stock:adjust"]["post"]
+    # outside links, only ids no catalog product will get: inventory takes stock for any id, and
+    # stock added to a small id would be waiting when a later test's product gets that id
+    for parameter in adjust_op.get("parameters", []):
+        if parameter["name"] == "product_id":
+            parameter["schema"] = {"type": "string", "pattern": "^9[0-9]{15}$"}
+    adjust = adjust_op["requestBody"]
     adjust["content"]["application/json"]["schema"]["properties"].update(
         {
             "warehouseId": {"type": "string", "enum": ["1", "2"]},
