@@ -28,6 +28,10 @@ def main() -> None:
         # httptools (C parser; h11 costs ~15% more CPU per request), with the request target bounded
         "http": BoundedHttpToolsProtocol,
         "loop": "asyncio",  # grpc.aio runs on the standard asyncio loop
+        # longer than clients' idle-connection expiry (httpx: 5 s, uvicorn's default too): otherwise the
+        # server may close an idle keep-alive connection just as a client sends on it (a response-less
+        # reset the client cannot tell from a crash)
+        "timeout_keep_alive": 75,
     }
     if settings.workers > 1:
         # each worker process builds its own app (channels and pools must not cross a fork)
