@@ -177,6 +177,8 @@ async def bench_mesh(*, extra_env: dict[str, str] | None = None) -> AsyncIterato
                 apply_migrations(url, package)
         mesh = Mesh(url, workdir)
         mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+        mesh.env["SHOPMESH_VALKEY_URL"] = settings.valkey_url
+        mesh.env["SHOPMESH_OPENSEARCH_URL"] = settings.opensearch_url
         mesh.env["SHOPMESH_LOG_LEVEL"] = "WARNING"
         mesh.env.update(extra_env or {})
         await asyncio.to_thread(ensure_topics, settings.kafka_bootstrap, list(mesh.topics.values()))

@@ -31,6 +31,7 @@ from meshkit.clients import open_channel
 from meshkit.context import Principal
 from meshkit.kafka import ensure_topics
 from meshkit.migrate import ROOT, SERVICE_SCHEMAS, apply_migrations
+from meshkit.settings import CommonSettings, load_settings
 
 GRPC_SERVICES = ("catalog_svc", "inventory_svc", "order_svc")
 ADDR_ENV = {
@@ -231,8 +232,12 @@ async def mesh(test_database: str, tmp_path_factory: pytest.TempPathFactory) -> 
             apply_migrations(test_database, package)
     workdir = tmp_path_factory.mktemp("mesh")
     the_mesh = Mesh(test_database, workdir)
-    bootstrap = os.environ.get("SHOPMESH_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+    # the servers this run uses (infra exec exports them; defaults = make infra-up), for every service
+    infra = load_settings(CommonSettings)
+    bootstrap = infra.kafka_bootstrap
     the_mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"] = bootstrap
+    the_mesh.env["SHOPMESH_VALKEY_URL"] = infra.valkey_url
+    the_mesh.env["SHOPMESH_OPENSEARCH_URL"] = infra.opensearch_url
     await asyncio.to_thread(ensure_topics, bootstrap, list(the_mesh.topics.values()))
     try:
         yield the_mesh
@@ -240,6 +245,6 @@ async def mesh(test_database: str, tmp_path_factory: pytest.TempPathFactory) -> 
         with contextlib.suppress(Exception):
             await the_mesh.close()
         with contextlib.suppress(Exception):  # this session's search indexes (catalog_svc made them)
-            opensearch = os.environ.get("SHOPMESH_OPENSEARCH_URL", "http://127.0.0.1:19200")
+            opensearch = infra.opensearch_url
             async with httpx.AsyncClient(timeout=30) as client:
                 await client.delete(f"{opensearch}/{the_mesh.env['SHOPMESH_SEARCH_INDEX_ALIAS']}-*")
