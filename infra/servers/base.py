@@ -18,6 +18,8 @@ class Server(ABC):
     name: str = ""
     # a string that must appear in the process's command line for a pid to count as this server
     marker: str = ""
+    # how long a launch may take to write its pidfile before a missing (or stale) one means it died
+    pidfile_grace_seconds: float = 5.0
 
     def __init__(self, settings: InfraSettings, run_as: RunAs) -> None:
         self.settings = settings
@@ -81,11 +83,13 @@ class Server(ABC):
                     f"{self.name} (no live pid under {self.home}); stop it or change the port setting"
                 )
             started_at = time.monotonic()
+            stale_pid = self.pid()  # a crashed server's pidfile still names its dead process
             self.launch()
             launched = True
         else:
             started_at = time.monotonic()
-        self._wait_ready(launched=launched)
+            stale_pid = None
+        self._wait_ready(launched=launched, stale_pid=stale_pid)
         self.after_ready()
         if launched:
             print(
@@ -93,17 +97,31 @@ class Server(ABC):
             )
         return launched
 
-    def _wait_ready(self, *, launched: bool) -> None:
-        deadline = time.monotonic() + self.settings.infra_ready_timeout_seconds
+    def _exited(self, stale_pid: int | None, launched_at: float) -> bool:
+        """Whether the process this start launched is gone.
+
+        Only a pidfile written by this launch can say so. Until one exists, the file is missing or
+        still names the process a SIGKILL left dead (the stale pid, read before launching), and the
+        launch counts as failed only after `pidfile_grace_seconds`: a daemonizing JVM on a loaded
+        machine (OpenSearch's `-d` writes its pidfile during bootstrap) took well over the old 5 s,
+        was reported "exited during start-up" while healthy, and a second start launched a second JVM.
+        """
+        pid = self.pid()
+        if pid is not None and pid != stale_pid:
+            return not is_running(pid, self.marker)
+        return time.monotonic() - launched_at > self.pidfile_grace_seconds
+
+    def _wait_ready(self, *, launched: bool, stale_pid: int | None = None) -> None:
+        launched_at = time.monotonic()
+        deadline = launched_at + self.settings.infra_ready_timeout_seconds
         last_error: Exception | None = None
-        grace_until = time.monotonic() + 5  # daemonizing launchers may write their pidfile a moment later
         while time.monotonic() < deadline:
             try:
                 self.probe()
                 return
             except Exception as exc:
                 last_error = exc
-            if launched and time.monotonic() > grace_until and not self.running():
+            if launched and self._exited(stale_pid, launched_at):
                 raise InfraError(f"{self.name} exited during start-up\n{self._log_tails()}")
             time.sleep(0.5)
         raise InfraError(

@@ -46,6 +46,8 @@ def _jar_base(filename: str) -> str:
 class OpenSearch(Server):
     name = "opensearch"
     marker = "org.opensearch.bootstrap.OpenSearch"
+    # `-d` writes the pidfile during bootstrap: after the JVM has started, 5-30 s on a loaded machine
+    pidfile_grace_seconds = 120.0
 
     @property
     def port(self) -> int:

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator
 
 from infra.control import Infra
-from infra.procs import is_running, port_open, run
+from infra.procs import is_running, run
 from infra.servers import SERVER_NAMES, Server
 from infra.servers.postgres import Postgres
 from infra.settings import load_infra_settings
@@ -67,28 +67,14 @@ class ServerControl:
         return time.monotonic() - started
 
     def _start_locked(self, name: str) -> None:
-        """infra's start steps (prepare, launch, probe, after_ready) without its 5 s pidfile check.
+        """infra's own `Server.start()` (prepare, launch, wait for the probe, after_ready) under its lock.
 
-        After a SIGKILL the pidfile still names the dead process, and a JVM on a loaded machine
-        takes longer than 5 s to write its own (OpenSearch's `-d` writes it during bootstrap), so
-        `Server.start()` declared a healthy start "exited" and a second start launched a second JVM.
-        Here the server only has to answer its probe within the ready timeout.
+        After a SIGKILL the pidfile still names the dead process; `Server.start()` remembers that
+        pid and only a pidfile written by the new launch can make it report an exit (OpenSearch's
+        JVM may take tens of seconds to write one on a loaded machine).
         """
-        server = self._server(name)
         with self.infra.locked():
-            server.prepare()
-            if not server.running() and not port_open(server.port):
-                server.launch()
-            deadline = time.monotonic() + self.infra.settings.infra_ready_timeout_seconds
-            while True:
-                try:
-                    server.probe()
-                    break
-                except Exception as exc:
-                    if time.monotonic() > deadline:
-                        raise AssertionError(f"{name} did not come back: {exc}") from exc
-                    time.sleep(0.5)
-            server.after_ready()
+            self._server(name).start()
 
     @contextlib.asynccontextmanager
     async def outage(self, name: str) -> AsyncIterator[dict[str, float]]:
