@@ -8,6 +8,13 @@
   open and every search runs on PostgreSQL full-text with SQL facets;
 - the full reindex (`shopctl search reindex`'s job) into a new index and alias swap: documents/s.
 
+While iterating: `SHOPMESH_BENCH_SEARCH_SIZES=10000 python -m bench --only catalog_search` runs only the
+listed catalog sizes (comma-separated); the lead's `make bench` leaves it unset.
+
+Each row also records catalog_svc's CPU time per search (utime+stime of its process over the catalog
+rounds, divided by the requests ghz completed): on a shared machine latency swings with the neighbours'
+load, CPU per request much less.
+
 Catalogs come from catalog_svc.demo (deterministic); the 100K catalog is the 10K one plus 90K more.
 Products are bulk-loaded (no per-product events) with catalog's own stock knowledge set directly, then
 indexed by the reindex job: the benchmark measures search, not the loading path.
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import random
 import re
 import shutil
@@ -63,6 +71,19 @@ class Timing:
     p99_ms: float
     errors: int
     command: str
+    requests: int = 0
+    cpu_ms_per_request: float | None = None
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sizes_from_env(default: tuple[int, ...]) -> tuple[int, ...]:
+    raw = os.environ.get("SHOPMESH_BENCH_SEARCH_SIZES", "").strip()
+    return tuple(int(x) for x in raw.split(",") if x.strip()) if raw else default
 
 
 def query_mix(seed: int = 2024, count: int = QUERIES) -> list[dict[str, Any]]:
@@ -153,8 +174,15 @@ def run_wrk_bodies(url: str, bodies: list[dict[str, Any]], *, concurrency: int, 
 
 
 def run_catalog(
-    address: str, token: str, mix: list[dict[str, Any]], *, concurrency: int, duration_s: int
+    address: str,
+    token: str,
+    mix: list[dict[str, Any]],
+    *,
+    concurrency: int,
+    duration_s: int,
+    pid: int | None = None,
 ) -> Timing:
+    cpu_before = process_cpu_seconds(pid) if pid else 0.0
     result = run_ghz(
         call="shop.catalog.v1.CatalogService.SearchProducts",
         address=address,
@@ -165,8 +193,19 @@ def run_catalog(
         connections=1,
         duration_s=duration_s,
     )
+    cpu_ms = None
+    if pid and result.count:
+        cpu_ms = (process_cpu_seconds(pid) - cpu_before) * 1000 / result.count
     command = re.sub(r" -d \[.*\] ", f" -d '<the {len(mix)} requests of the mix>' ", result.command)
-    return Timing(result.rps, result.p50_ms, result.p99_ms, sum(result.errors.values()), command)
+    return Timing(
+        result.rps,
+        result.p50_ms,
+        result.p99_ms,
+        sum(result.errors.values()),
+        command,
+        requests=result.count,
+        cpu_ms_per_request=cpu_ms,
+    )
 
 
 def median_timing(runs: list[Timing]) -> Timing:
@@ -177,6 +216,10 @@ def median_timing(runs: list[Timing]) -> Timing:
         p99_ms=statistics.median(t.p99_ms for t in runs),
         errors=sum(t.errors for t in runs),
         command=runs[0].command,
+        requests=sum(t.requests for t in runs),
+        cpu_ms_per_request=statistics.median(cpu)
+        if (cpu := [t.cpu_ms_per_request for t in runs if t.cpu_ms_per_request is not None])
+        else None,
     )
 
 
@@ -210,7 +253,7 @@ async def _grow(mesh, index: SearchIndex, *, have: int, want: int) -> dict[str, 
 async def run(
     *, full: bool = False, duration_s: int = 4, sizes: tuple[int, ...] | None = None
 ) -> dict[str, Any]:
-    sizes = sizes or (FULL_SIZES if full else SIZES)
+    sizes = sizes or sizes_from_env(FULL_SIZES if full else SIZES)
     mix = query_mix()
     bodies = [opensearch_body(r) for r in mix]
     env = {
@@ -221,7 +264,9 @@ async def run(
     async with bench_mesh(extra_env=env) as mesh:
         mesh.env.update(own_consumer_groups(mesh))
         settings = load_settings(CatalogSettings, environ=mesh.env)
-        await mesh.start("catalog_svc")
+        catalog_proc = await mesh.start("catalog_svc")
+        assert catalog_proc.proc is not None
+        catalog_pid = catalog_proc.proc.pid
         index = SearchIndex(
             build_client(settings.opensearch_url, timeout=120, connections=4),
             alias=settings.search_index_alias,
@@ -262,6 +307,7 @@ async def run(
                                 mix,
                                 concurrency=c,
                                 duration_s=duration_s,
+                                pid=catalog_pid,
                             )
                         )
                         direct_runs.append(
@@ -281,13 +327,16 @@ async def run(
                             "opensearch_p50_ms": round(direct.p50_ms, 1),
                             "opensearch_p99_ms": round(direct.p99_ms, 1),
                             "p50_overhead": round(ours.p50_ms / direct.p50_ms, 2) if direct.p50_ms else None,
+                            "catalog_cpu_ms_per_search": round(ours.cpu_ms_per_request, 2)
+                            if ours.cpu_ms_per_request is not None
+                            else None,
                             "errors": ours.errors + direct.errors,
                         }
                     )
                     print(
                         f"catalog_search {size} c={c}: catalog p50 {ours.p50_ms:.1f} p99 {ours.p99_ms:.1f} "
                         f"{ours.rps:.0f}/s | opensearch p50 {direct.p50_ms:.1f} p99 {direct.p99_ms:.1f} "
-                        f"{direct.rps:.0f}/s",
+                        f"{direct.rps:.0f}/s | catalog CPU {ours.cpu_ms_per_request or 0:.2f} ms/search",
                         flush=True,
                     )
                     commands = {"catalog": ours.command, "opensearch": direct.command}
