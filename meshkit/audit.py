@@ -78,6 +78,43 @@ def record_hash(prev_hash: str, record: Mapping[str, Any]) -> str:
     return hashlib.sha256((prev_hash + "\n" + payload).encode()).hexdigest()
 
 
+def build_record(
+    *,
+    service: str,
+    action: str,
+    resource: str,
+    changes: Mapping[str, Any],
+    chain_seq: int,
+    prev_hash: str,
+    occurred_at: dt.datetime,
+    actor: str | None = None,
+    actor_roles: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """One chain record (the audit_log row's fields, `prev_hash` and `hash` included), not written.
+
+    For writers that insert records themselves in a single round trip (a stored function) and so
+    cannot read the chain head first: they pass the head they expect and must fail if it moved."""
+    principal = current_principal()
+    actor = actor or (principal.subject if principal else "system")
+    roles = list(actor_roles if actor_roles is not None else (principal.roles if principal else ()))
+    span = trace.get_current_span().get_span_context()
+    record = {
+        "resource": resource,
+        "chain_seq": chain_seq,
+        "occurred_at": occurred_at,
+        "service": service,
+        "actor": actor,
+        "actor_roles": roles,
+        "action": action,
+        "request_id": request_id_var.get(),
+        "trace_id": format(span.trace_id, "032x") if span.is_valid else "",
+        "changes": json.loads(json.dumps(dict(changes), default=str)),
+    }
+    record["prev_hash"] = prev_hash
+    record["hash"] = record_hash(prev_hash, record)
+    return record
+
+
 async def audit(
     conn: AsyncConnection,
     *,
@@ -89,11 +126,6 @@ async def audit(
     actor_roles: Iterable[str] | None = None,
 ) -> int:
     """Append one record to the resource's chain inside the caller's transaction. Returns its id."""
-    principal = current_principal()
-    actor = actor or (principal.subject if principal else "system")
-    roles = list(actor_roles if actor_roles is not None else (principal.roles if principal else ()))
-    span = trace.get_current_span().get_span_context()
-    trace_id = format(span.trace_id, "032x") if span.is_valid else ""
     # lock (or create) the chain head: per resource, so only writers of this resource wait
     cur = await conn.execute(
         "INSERT INTO audit_chain_heads (resource, seq, hash) VALUES (%s, 0, %s)"
@@ -103,19 +135,17 @@ async def audit(
     head = await cur.fetchone()
     cur = await conn.execute("SELECT date_trunc('microseconds', clock_timestamp()) AS now")
     occurred_at = (await cur.fetchone())["now"]
-    record = {
-        "resource": resource,
-        "chain_seq": head["seq"] + 1,
-        "occurred_at": occurred_at,
-        "service": service,
-        "actor": actor,
-        "actor_roles": roles,
-        "action": action,
-        "request_id": request_id_var.get(),
-        "trace_id": trace_id,
-        "changes": json.loads(json.dumps(dict(changes), default=str)),
-    }
-    digest = record_hash(head["hash"], record)
+    record = build_record(
+        service=service,
+        action=action,
+        resource=resource,
+        changes=changes,
+        chain_seq=head["seq"] + 1,
+        prev_hash=head["hash"],
+        occurred_at=occurred_at,
+        actor=actor,
+        actor_roles=actor_roles,
+    )
     cur = await conn.execute(
         "INSERT INTO audit_log (occurred_at, service, actor, actor_roles, action, resource, request_id,"
         " trace_id, changes, chain_seq, prev_hash, hash) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -123,22 +153,22 @@ async def audit(
         (
             occurred_at,
             service,
-            actor,
-            roles,
+            record["actor"],
+            record["actor_roles"],
             action,
             resource,
             record["request_id"],
-            trace_id,
+            record["trace_id"],
             json.dumps(record["changes"]),
             record["chain_seq"],
-            head["hash"],
-            digest,
+            record["prev_hash"],
+            record["hash"],
         ),
     )
     audit_id = (await cur.fetchone())["id"]
     await conn.execute(
         "UPDATE audit_chain_heads SET seq = %s, hash = %s, updated_at = now() WHERE resource = %s",
-        (record["chain_seq"], digest, resource),
+        (record["chain_seq"], record["hash"], resource),
     )
     return int(audit_id)
 

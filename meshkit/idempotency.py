@@ -33,7 +33,7 @@ import dataclasses
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import valkey.asyncio as valkey_asyncio
@@ -142,26 +142,39 @@ class Lease:
         if self._store is None:
             yield
             return
-        interval = self._store.lease_seconds / 3
-        stop = asyncio.Event()
-
-        async def renew_forever() -> None:
-            # The flag, not only cancel(), ends the loop: valkey-py turns a cancellation that races
-            # its socket read timeout into a TimeoutError, which renew() takes for "Valkey down"
-            # and swallows; the loop then renewed forever and the request never answered.
-            while not stop.is_set():
-                await asyncio.sleep(interval)
-                if not stop.is_set():
-                    await self.renew()
-
-        task = asyncio.create_task(renew_forever(), name=f"idempotency-renew:{self.name}")
-        try:
+        async with keep_renewing(
+            self.renew, self._store.lease_seconds / 3, name=f"idempotency-renew:{self.name}"
+        ):
             yield
-        finally:
-            stop.set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+
+
+@contextlib.asynccontextmanager
+async def keep_renewing(
+    renew: Callable[[], Awaitable[object]], interval: float, *, name: str
+) -> AsyncIterator[None]:
+    """Call `renew()` every `interval` seconds in a background task while the block runs, and stop
+    that task cleanly when the block ends (however it ends). For leases: the Valkey processing
+    marker here, the order row's lease in order_svc. `renew` should swallow its own transient errors.
+
+    A flag, not only cancel(), ends the loop: a client may turn a cancellation that races its I/O
+    into an error of its own (valkey-py: a socket read timeout becomes TimeoutError), which a renew
+    that swallows "store down" errors then eats, and the loop would renew forever."""
+    stop = asyncio.Event()
+
+    async def renew_forever() -> None:
+        while not stop.is_set():
+            await asyncio.sleep(interval)
+            if not stop.is_set():
+                await renew()
+
+    task = asyncio.create_task(renew_forever(), name=name)
+    try:
+        yield
+    finally:
+        stop.set()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class IdempotencyStore:

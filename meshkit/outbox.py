@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -25,6 +26,7 @@ from typing import Any
 
 import psycopg
 from google.protobuf import descriptor_pool, json_format, message_factory
+from google.protobuf.message import Message
 from kafka import KafkaProducer
 from psycopg_pool import AsyncConnectionPool
 
@@ -33,6 +35,56 @@ from meshkit.context import request_id_var
 from meshkit.tracing import inject_headers
 
 log = logging.getLogger("meshkit.outbox")
+
+
+@dataclasses.dataclass(frozen=True)
+class OutboxEvent:
+    """One outbox row, built but not yet written: `write_event` inserts it in the caller's
+    transaction, or a stored function inserts it from `row()` in the same round trip as its change."""
+
+    event_id: uuid.UUID
+    topic: str
+    key: str
+    event_type: str
+    payload: bytes
+    headers: dict[str, str]
+
+    def row(self) -> tuple[uuid.UUID, str, str, str, bytes, str]:
+        """(event_id, topic, key, event_type, payload, headers as JSON): the outbox columns."""
+        return (self.event_id, self.topic, self.key, self.event_type, self.payload, json.dumps(self.headers))
+
+
+def prepare_event(
+    *, topic: str, key: str, event_type: str, payload: bytes, event_id: uuid.UUID | None = None
+) -> OutboxEvent:
+    """An event with its id and the headers every event carries (event id and type, trace, request id)."""
+    event_id = event_id or uuid.uuid4()
+    headers = {"event-id": str(event_id), "event-type": event_type, **inject_headers()}
+    request_id = request_id_var.get()
+    if request_id:
+        headers["request-id"] = request_id
+    return OutboxEvent(event_id, topic, key, event_type, payload, headers)
+
+
+def proto_event(
+    message_type: Callable[..., Message], *, topic: str, key: str, event_type: str, **fields: Any
+) -> OutboxEvent:
+    """A protobuf event stamped with a fresh `event_id` (the message's field and the outbox row's):
+    how catalog and order events are built. `fields` are the message's other fields."""
+    event_id = uuid.uuid4()
+    message = message_type(event_id=str(event_id), **fields)
+    return prepare_event(
+        topic=topic, key=key, event_type=event_type, payload=message.SerializeToString(), event_id=event_id
+    )
+
+
+async def write_event(conn: psycopg.AsyncConnection, event: OutboxEvent) -> uuid.UUID:
+    """Insert a prepared event in the caller's transaction. Returns its id."""
+    await conn.execute(
+        "INSERT INTO outbox (event_id, topic, key, event_type, payload, headers) VALUES (%s, %s, %s, %s, %s, %s)",
+        event.row(),
+    )
+    return event.event_id
 
 
 async def add_event(
@@ -45,17 +97,9 @@ async def add_event(
     event_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Record an event in the current transaction. Returns its id (also sent as header `event-id`)."""
-    event_id = event_id or uuid.uuid4()
-    headers = {"event-id": str(event_id), "event-type": event_type, **inject_headers()}
-    request_id = request_id_var.get()
-    if request_id:
-        headers["request-id"] = request_id
-    await conn.execute(
-        "INSERT INTO outbox (event_id, topic, key, event_type, payload, headers)"
-        " VALUES (%s, %s, %s, %s, %s, %s)",
-        (event_id, topic, key, event_type, payload, json.dumps(headers)),
+    return await write_event(
+        conn, prepare_event(topic=topic, key=key, event_type=event_type, payload=payload, event_id=event_id)
     )
-    return event_id
 
 
 def advisory_key(name: str) -> int:

@@ -10,11 +10,13 @@ the request hash, the final outcome (the exact response bytes) and a lease of it
 everyone else gets the stored outcome or IN_PROGRESS. So even with Valkey flushed or down, two
 requests with one key never create two orders or drive one order at once.
 
-Step 1 runs under the user's cart row lock: re-check the key, read the cart, price the lines from
-the catalog, insert the PENDING order with its lines, tie the cart's reservations to it (a
-reservation can belong to one open order only), and write order.created to the outbox. Steps 2-4
-are in saga.py. Errors before an order exists (empty cart, unknown products, catalog down) store no
-outcome: nothing changed, so the key stays free.
+Step 1 is one read and one write round trip: read the key's order and the cart in one statement,
+price the lines from the catalog (no lock held across that call), then `checkout_create` (a stored
+function, migration 0002) takes the user's cart row lock, re-checks the key and that the cart is
+still the one priced (else the cart is read again), inserts the PENDING order with its lines, ties
+the cart's reservations to it (a reservation can belong to one open order only), and writes
+order.created to the outbox. Steps 2-4 are in saga.py. Errors before an order exists (empty cart,
+unknown products, catalog down) store no outcome: nothing changed, so the key stays free.
 """
 
 from __future__ import annotations
@@ -23,24 +25,35 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
 
 from psycopg_pool import AsyncConnectionPool
 
 from meshkit import metrics as mesh_metrics
 from meshkit.db import connection, transaction
 from meshkit.errors import Aborted, DomainError
-from meshkit.idempotency import IdempotencyStore, KeyInProgress, KeyReused, Lease, Replay
+from meshkit.idempotency import IdempotencyStore, KeyInProgress, KeyReused, Lease, Replay, keep_renewing
 from meshkit.logs import log_event
-from order_svc import cart_store, events, metrics, store
+from order_svc import events, metrics, store
 from order_svc.audit import record_checkout_replay
 from order_svc.config import OrderSettings
 from order_svc.failpoints import Failpoints
-from order_svc.model import CartEmpty, CheckoutInput, order_total, price_lines
+from order_svc.model import (
+    Address,
+    CartEmpty,
+    CheckoutInput,
+    Order,
+    OrderStatus,
+    PaymentStatus,
+    order_total,
+    price_lines,
+)
 from order_svc.peers import CatalogClient
 from order_svc.saga import OrderSaga
 
 log = logging.getLogger("order_svc.checkout")
+
+# step 1 reads and prices the cart before taking its lock; a cart changed meanwhile is read again
+_CART_CHANGED_ATTEMPTS = 3
 
 
 class CheckoutService:
@@ -104,17 +117,26 @@ class CheckoutService:
         return outcome, replayed
 
     async def _run(self, request: CheckoutInput, request_hash: str, owner: uuid.UUID) -> tuple[bytes, bool]:
-        async with connection(self._pool) as conn:
-            existing = await store.find_by_key(conn, request.user_id, request.idempotency_key)
-        if existing is None:
-            order_id = await self._create(request, owner)
-            if order_id is not None:
-                self._failpoints.hit("after_order_created")
-                return await self._drive(order_id, request.payment_token, owner), False
+        for _ in range(_CART_CHANGED_ATTEMPTS):
             async with connection(self._pool) as conn:
-                existing = await store.find_by_key(conn, request.user_id, request.idempotency_key)
-            assert existing is not None
-        return await self._resume(existing, request, request_hash, owner)
+                snapshot = await store.checkout_snapshot(conn, request.user_id, request.idempotency_key)
+            if snapshot["id"] is not None:
+                return await self._resume(snapshot, request, request_hash, owner)
+            if not snapshot["products"]:
+                raise CartEmpty()
+            created = await self._create(
+                request, request_hash, owner, snapshot["products"], snapshot["quantities"]
+            )
+            if created is None:
+                continue  # the cart changed since it was read, or the key got its order meanwhile
+            order, held = created
+            self._failpoints.hit("after_order_created")
+            return await self._drive(order.id, request.payment_token, owner, fresh=(order, held)), False
+        raise Aborted(
+            "the cart kept changing during checkout; retry",
+            reason="ABORTED",
+            metadata={"idempotency_key": request.idempotency_key},
+        )
 
     async def _resume(
         self, existing: dict, request: CheckoutInput, request_hash: str, owner: uuid.UUID
@@ -134,51 +156,75 @@ class CheckoutService:
         log_event(log, "checkout_resumed", order_id=str(existing["id"]), client_request_id=request.request_id)
         return await self._drive(existing["id"], request.payment_token, owner), False
 
-    async def _create(self, request: CheckoutInput, owner: uuid.UUID) -> uuid.UUID | None:
-        """Step 1. None when the key turned out to have an order already (found under the lock)."""
+    async def _create(
+        self,
+        request: CheckoutInput,
+        request_hash: str,
+        owner: uuid.UUID,
+        products: list[int],
+        quantities: list[int],
+    ) -> tuple[Order, list[dict]] | None:
+        """Step 1: price the cart as read, then one round trip (checkout_create) that writes the order
+        if, under the cart lock, the key still has none and the cart is still the one priced.
+
+        (the PENDING order, the reservations it took), or None to read the cart again."""
+        found = await self._catalog.products(products)
+        lines = price_lines(zip(products, quantities, strict=True), found)
+        total = order_total(lines)
         order_id = uuid.uuid4()
-        async with transaction(self._pool) as conn:
-            await cart_store.lock_cart(conn, request.user_id)
-            if await store.find_by_key(conn, request.user_id, request.idempotency_key) is not None:
-                return None
-            cart = await cart_store.load_cart(conn, request.user_id)
-            if not cart.lines:
-                raise CartEmpty()
-            products = await self._catalog.products([line.product_id for line in cart.lines])
-            lines = price_lines(((line.product_id, line.quantity) for line in cart.lines), products)
-            total = order_total(lines)
-            inserted = await store.insert_order(
+        event = events.order_created_event(
+            topic=self._settings.topic_order_events,
+            order_id=order_id,
+            user_id=request.user_id,
+            lines=lines,
+            total=total,
+        )
+        async with connection(self._pool) as conn:
+            row = await store.create_checkout(
                 conn,
                 order_id=order_id,
                 request=request,
+                request_hash=request_hash,
                 lines=lines,
                 total=total,
                 provider=self._saga.payments.name,
                 lease_owner=owner,
                 lease_seconds=self._lease_seconds,
+                event=event,
             )
-            if not inserted:
-                return None
-            held = [
-                (r.reservation_id, line.product_id, r.quantity)
-                for line in cart.lines
-                for r in line.reservations
-                if r.active
-            ]
-            if not await store.claim_reservations(conn, order_id, held):
-                raise Aborted(
-                    "another checkout of this cart is in progress; retry later",
-                    reason="ABORTED",
-                    metadata={"idempotency_key": request.idempotency_key},
-                )
-            await events.order_created(
-                conn,
-                topic=self._settings.topic_order_events,
-                order_id=order_id,
-                user_id=request.user_id,
-                lines=lines,
-                total=total,
+        if row["result"] == "reservations_claimed":
+            raise Aborted(
+                "another checkout of this cart is in progress; retry later",
+                reason="ABORTED",
+                metadata={"idempotency_key": request.idempotency_key},
             )
+        if row["result"] != "created":
+            return None
+        created_at = row["order_created_at"]
+        order = Order(
+            id=order_id,
+            user_id=request.user_id,
+            status=OrderStatus.PENDING,
+            lines=tuple(lines),
+            total=total,
+            shipping=Address.from_json(request.shipping.to_json()),
+            shipping_anonymized=False,
+            billing=Address.from_json(request.billing.to_json()) if request.billing else None,
+            notes=request.notes,
+            payment_status=PaymentStatus.PENDING,
+            payment_provider=self._saga.payments.name,
+            payment_reference="",
+            decline_code="",
+            tracking_number="",
+            failure=None,
+            version=1,
+            created_at=created_at,
+            updated_at=created_at,
+        )
+        held = [
+            {"reservation_id": r, "product_id": p, "quantity": q}
+            for r, p, q in zip(row["res_ids"], row["res_products"], row["res_quantities"], strict=True)
+        ]
         log_event(
             log,
             "order_created",
@@ -187,12 +233,19 @@ class CheckoutService:
             lines=len(lines),
             client_request_id=request.request_id,
         )
-        return order_id
+        return order, held
 
-    async def _drive(self, order_id: uuid.UUID, payment_token: str, owner: uuid.UUID) -> bytes:
+    async def _drive(
+        self,
+        order_id: uuid.UUID,
+        payment_token: str,
+        owner: uuid.UUID,
+        *,
+        fresh: tuple[Order, list[dict]] | None = None,
+    ) -> bytes:
         try:
             async with self._renewing(order_id, owner):
-                return await self._saga.advance(order_id, payment_token=payment_token)
+                return await self._saga.advance(order_id, payment_token=payment_token, fresh=fresh)
         except BaseException:
             # the order stays PENDING at its first undone step; let the next attempt resume at once
             with contextlib.suppress(DomainError):
@@ -200,28 +253,14 @@ class CheckoutService:
                     await store.clear_lease(conn, order_id, owner)
             raise
 
-    @contextlib.asynccontextmanager
-    async def _renewing(self, order_id: uuid.UUID, owner: uuid.UUID) -> AsyncIterator[None]:
+    def _renewing(
+        self, order_id: uuid.UUID, owner: uuid.UUID
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """Keep the database lease while the saga runs (the Valkey one renews itself)."""
 
-        stop = asyncio.Event()
-
         async def renew() -> None:
-            # the flag ends the loop even if a driver turns our cancellation into an error it raises
-            # (which the suppress below would swallow, renewing forever)
-            while not stop.is_set():
-                await asyncio.sleep(self._lease_seconds / 3)
-                if stop.is_set():
-                    return
-                with contextlib.suppress(DomainError):
-                    async with connection(self._pool) as conn:
-                        await store.renew_lease(conn, order_id, owner, self._lease_seconds)
+            with contextlib.suppress(DomainError):
+                async with connection(self._pool) as conn:
+                    await store.renew_lease(conn, order_id, owner, self._lease_seconds)
 
-        task = asyncio.create_task(renew(), name=f"order-lease:{order_id}")
-        try:
-            yield
-        finally:
-            stop.set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return keep_renewing(renew, self._lease_seconds / 3, name=f"order-lease:{order_id}")

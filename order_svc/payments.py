@@ -81,6 +81,12 @@ def _charge(row: dict) -> Charge:
     )
 
 
+def _same_amount(existing: Charge, amount: Decimal) -> Charge:
+    if existing.captured and existing.amount != amount:
+        raise PaymentProviderError("idempotency key reused with a different amount")
+    return existing
+
+
 class SandboxProvider:
     """A provider stand-in keeping its ledger in `sandbox_charges`, outside order transactions."""
 
@@ -91,15 +97,14 @@ class SandboxProvider:
         self._timeout = timeout_seconds
 
     async def charge(self, *, idempotency_key: str, amount: Decimal, currency: str, token: str) -> Charge:
-        existing = await self._bump_existing(idempotency_key)
-        if existing is not None:
-            if existing.captured and existing.amount != amount:
-                raise PaymentProviderError("idempotency key reused with a different amount")
-            return existing
-        if token == "tok_timeout":
-            await asyncio.sleep(self._timeout)
-            raise PaymentTimeout(f"no answer within {self._timeout}s")
-        if token == "tok_error":
+        if token in ("tok_timeout", "tok_error"):
+            # these never record a charge, but a charge made earlier under the key is still answered
+            existing = await self._bump_existing(idempotency_key)
+            if existing is not None:
+                return _same_amount(existing, amount)
+            if token == "tok_timeout":
+                await asyncio.sleep(self._timeout)
+                raise PaymentTimeout(f"no answer within {self._timeout}s")
             raise PaymentProviderError("provider error (sandbox tok_error)")
         decline = {
             "tok_approve": "",
@@ -107,19 +112,27 @@ class SandboxProvider:
             "tok_decline": "card_declined",
             "tok_insufficient_funds": "insufficient_funds",
         }.get(token, "invalid_token")
-        status = "declined" if decline else "captured"
+        # one statement: the first call with the key records its charge, a repeat counts an attempt
+        # and gets the first charge back
         async with connection(self._pool) as conn:
             cur = await conn.execute(
-                "INSERT INTO sandbox_charges (idempotency_key, reference, status, amount, currency, decline_code)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING"
-                f" RETURNING {_CHARGE_COLUMNS}",
-                (idempotency_key, f"ch_{uuid.uuid4().hex[:24]}", status, amount, currency, decline or None),
+                "INSERT INTO sandbox_charges AS c (idempotency_key, reference, status, amount, currency,"
+                " decline_code) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (idempotency_key) DO UPDATE SET attempts = c.attempts + 1"
+                f" RETURNING {_CHARGE_COLUMNS}, c.attempts = 1 AS first",
+                (
+                    idempotency_key,
+                    f"ch_{uuid.uuid4().hex[:24]}",
+                    "declined" if decline else "captured",
+                    amount,
+                    currency,
+                    decline or None,
+                ),
             )
             row = await cur.fetchone()
-        if row is None:  # a concurrent call with the same key won: answer with its charge
-            found = await self.lookup(idempotency_key)
-            assert found is not None
-            return found
+        assert row is not None
+        if not row["first"]:
+            return _same_amount(_charge(row), amount)
         if token == "tok_capture_timeout":
             raise PaymentTimeout("captured, but the answer was lost")
         return _charge(row)

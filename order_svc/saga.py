@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import logging
 import uuid
 from collections import defaultdict
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from meshkit.db import connection, transaction
 from meshkit.errors import Aborted, DomainError
 from meshkit.logs import log_event
 from order_svc import cart_store, convert, events, metrics, store
+from order_svc.audit import first_status_change_records
 from order_svc.cart_cache import CartCache
 from order_svc.config import OrderSettings
 from order_svc.failpoints import Failpoints
@@ -78,18 +81,26 @@ class OrderSaga:
 
     # --- driving a pending order forward --------------------------------------------------------
 
-    async def advance(self, order_id: uuid.UUID, *, payment_token: str) -> bytes:
+    async def advance(
+        self,
+        order_id: uuid.UUID,
+        *,
+        payment_token: str,
+        fresh: tuple[Order, list[dict]] | None = None,
+    ) -> bytes:
         """Take a PENDING order (whose lease we hold) to its final state; returns the stored outcome.
 
-        Raises a retryable DomainError (PAYMENT_UNAVAILABLE, DEPENDENCY_UNAVAILABLE...) when a step
-        cannot finish now; the order then stays PENDING for a retry with the same key or recovery.
+        `fresh`: the order step 1 just created and the reservations it took, which spares reading
+        them back. Raises a retryable DomainError (PAYMENT_UNAVAILABLE, DEPENDENCY_UNAVAILABLE...)
+        when a step cannot finish now; the order then stays PENDING for a retry with the same key or
+        recovery.
         """
         try:
-            order = await self.load(order_id)
+            order, reservations = fresh if fresh is not None else (await self.load(order_id), None)
             if order.status != OrderStatus.PENDING:
                 raise Superseded()
             if not order.stock_committed:
-                shortage = await self.hold_and_commit(order)
+                shortage = await self.hold_and_commit(order, reservations)
                 if shortage is not None:
                     return await self.fail(order, shortage, restock=True)
                 # recorded with the payment attempt below: a crash before that re-runs step 2,
@@ -112,8 +123,25 @@ class OrderSaga:
         except Superseded:
             return await self.final_outcome(order_id)
 
-    async def hold_and_commit(self, order: Order) -> OrderOutOfStock | None:
-        """Step 2: extend the order's reservations, re-reserve lapsed units, commit them to the order."""
+    async def hold_and_commit(
+        self, order: Order, reservations: list[dict] | None = None
+    ) -> OrderOutOfStock | None:
+        """Step 2: commit the order's reservations to it; when some lapsed, extend the live ones,
+        re-reserve the missing units and commit again. `reservations`: the order's, if just read.
+
+        Usually every reservation is still held and covers its line exactly: then one commit call
+        does it (all or nothing; idempotent by order id, so it also answers a repeat). The extend
+        first is needed only to learn which reservations lapsed."""
+        rows = reservations if reservations is not None else await self._reservations(order.id)
+        if _covers(order, rows):
+            try:
+                await self._inventory.commit(order.id, [r["reservation_id"] for r in rows])
+                return None
+            except DomainError as error:
+                if error.reason == "ORDER_RESTOCKED":
+                    raise Superseded() from error
+                if error.reason != "RESERVATION_EXPIRED":
+                    raise
         for attempt in range(3):
             rows = await self._reservations(order.id)
             held = await self._inventory.extend([r["reservation_id"] for r in rows], ttl_seconds=self._hold)
@@ -212,7 +240,46 @@ class OrderSaga:
     # --- final moves ------------------------------------------------------------------------------
 
     async def complete(self, order: Order, charge: Charge) -> bytes:
-        """Step 4: PENDING -> PAID with the capture, the cart cleared of what was bought, one event."""
+        """Step 4: PENDING -> PAID with the capture, the cart cleared of what was bought, one event.
+
+        One round trip (checkout_complete): the paid order, its outcome, event and audit records are
+        built here first. The records assume the order's audit chain is empty, as it is for an order
+        never moved before; if it is not, the function writes nothing and the step goes statement by
+        statement (`_complete_stepwise`)."""
+        now = dt.datetime.now(dt.UTC)
+        paid = dataclasses.replace(
+            order,
+            status=OrderStatus.PAID,
+            payment_status=PaymentStatus.CAPTURED,
+            payment_reference=charge.reference,
+            version=order.version + 1,
+            updated_at=now,
+            stock_committed=True,
+            payment_attempted=True,
+        )
+        outcome = convert.encode_success(paid)
+        resource, records = first_status_change_records(paid, OrderStatus.PENDING, now)
+        try:
+            async with connection(self._pool) as conn:
+                moved = await store.complete_checkout(
+                    conn,
+                    paid=paid,
+                    outcome=outcome,
+                    event=events.status_changed_event(
+                        topic=self._topic, order=paid, from_status=OrderStatus.PENDING
+                    ),
+                    audit_resource=resource,
+                    audit_records=records,
+                )
+        except psycopg.Error as error:
+            if error.sqlstate != store.CHAIN_HAS_RECORDS:
+                raise
+            return await self._complete_stepwise(order, charge)
+        if not moved:
+            raise Superseded()
+        return await self._paid(order, outcome)
+
+    async def _complete_stepwise(self, order: Order, charge: Charge) -> bytes:
         async with transaction(self._pool) as conn:
             await cart_store.lock_cart(conn, order.user_id)
             row = await store.move(
@@ -240,6 +307,9 @@ class OrderSaga:
             outcome = convert.encode_success(paid)
             await store.set_outcome(conn, order.id, outcome)
             await events.status_changed(conn, topic=self._topic, order=paid, from_status=OrderStatus.PENDING)
+        return await self._paid(order, outcome)
+
+    async def _paid(self, order: Order, outcome: bytes) -> bytes:
         await self._cache.invalidate(order.user_id)
         metrics.orders_total.labels("success").inc()
         metrics.order_value_dollars.observe(float(order.total))
@@ -315,6 +385,14 @@ class OrderSaga:
     async def _reservations(self, order_id: uuid.UUID) -> list[dict]:
         async with connection(self._pool) as conn:
             return await store.reservations_of(conn, order_id)
+
+
+def _covers(order: Order, reservations: list[dict]) -> bool:
+    """The reservations hold exactly the order's units, line by line."""
+    held: dict[int, int] = defaultdict(int)
+    for r in reservations:
+        held[r["product_id"]] += r["quantity"]
+    return bool(reservations) and held == {line.product_id: line.quantity for line in order.lines}
 
 
 def _with_lines(order: Order, source: Order) -> Order:

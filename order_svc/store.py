@@ -15,6 +15,7 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
+from meshkit.outbox import OutboxEvent
 from order_svc.model import (
     Address,
     CheckoutInput,
@@ -104,64 +105,6 @@ async def get_order(
         return None
     lines = await order_lines(conn, [order_id])
     return row, order_from_row(row, lines.get(order_id, []))
-
-
-async def find_by_key(conn: AsyncConnection, user_id: str, key: str) -> Row | None:
-    cur = await conn.execute(
-        "SELECT id, status, request_hash, checkout_outcome, lease_owner, lease_until, lease_until > now() AS leased"
-        " FROM orders WHERE user_id = %s AND idempotency_key = %s",
-        (user_id, key),
-    )
-    return await cur.fetchone()
-
-
-async def insert_order(
-    conn: AsyncConnection,
-    *,
-    order_id: uuid.UUID,
-    request: CheckoutInput,
-    lines: Sequence[OrderLine],
-    total: Decimal,
-    provider: str,
-    lease_owner: uuid.UUID,
-    lease_seconds: float,
-) -> bool:
-    """False when an order with this (user, idempotency key) exists already (the UNIQUE constraint)."""
-    cur = await conn.execute(
-        "INSERT INTO orders (id, user_id, total, shipping_address, billing_address, notes, idempotency_key,"
-        " request_hash, payment_provider, lease_owner, lease_until)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, now() + make_interval(secs => %s))"
-        " ON CONFLICT (user_id, idempotency_key) DO NOTHING RETURNING id",
-        (
-            order_id,
-            request.user_id,
-            total,
-            json.dumps(request.shipping.to_json()),
-            json.dumps(request.billing.to_json()) if request.billing else None,
-            request.notes or None,
-            request.idempotency_key,
-            request.request_hash(),
-            provider,
-            lease_owner,
-            lease_seconds,
-        ),
-    )
-    if await cur.fetchone() is None:
-        return False
-    await conn.execute(
-        "INSERT INTO order_lines (order_id, position, product_id, title, unit_price, quantity)"
-        " SELECT %s, o, p, t, u, q FROM unnest(%s::INT[], %s::BIGINT[], %s::TEXT[], %s::NUMERIC[], %s::INT[])"
-        " AS l(o, p, t, u, q)",
-        (
-            order_id,
-            list(range(len(lines))),
-            [line.product_id for line in lines],
-            [line.title for line in lines],
-            [line.unit_price for line in lines],
-            [line.quantity for line in lines],
-        ),
-    )
-    return True
 
 
 async def claim_reservations(
@@ -322,3 +265,105 @@ async def unfinished_orders(conn: AsyncConnection, *, min_age: dt.timedelta, lim
         (min_age, limit),
     )
     return [r["id"] for r in await cur.fetchall()]
+
+
+# --- checkout in few round trips (migration 0002's functions) --------------------------------------
+
+CHAIN_HAS_RECORDS = "OA001"  # checkout_complete: the order's audit chain is not empty
+
+
+async def checkout_snapshot(conn: AsyncConnection, user_id: str, key: str) -> Row:
+    """In one statement: the order the key already has (`id` etc. NULL if none) and the cart as
+    parallel arrays (its lines in cart order; NULL when it has none)."""
+    cur = await conn.execute(
+        "SELECT o.id, o.status, o.request_hash, o.checkout_outcome,"
+        " (SELECT array_agg(ci.product_id ORDER BY ci.position) FROM cart_items ci WHERE ci.user_id = %(u)s)"
+        " AS products,"
+        " (SELECT array_agg(ci.quantity ORDER BY ci.position) FROM cart_items ci WHERE ci.user_id = %(u)s)"
+        " AS quantities"
+        " FROM (VALUES (1)) AS one (x) LEFT JOIN orders o ON o.user_id = %(u)s AND o.idempotency_key = %(k)s",
+        {"u": user_id, "k": key},
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def create_checkout(
+    conn: AsyncConnection,
+    *,
+    order_id: uuid.UUID,
+    request: CheckoutInput,
+    request_hash: str,
+    lines: Sequence[OrderLine],
+    total: Decimal,
+    provider: str,
+    lease_owner: uuid.UUID,
+    lease_seconds: float,
+    event: OutboxEvent,
+) -> Row:
+    """Step 1 in one round trip (checkout_create): see the migration for the `result` values."""
+    cur = await conn.execute(
+        "SELECT * FROM checkout_create(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
+        " %s::BIGINT[], %s::TEXT[], %s::NUMERIC[], %s::INT[], %s, %s, %s, %s, %s, %s)",
+        (
+            order_id,
+            request.user_id,
+            request.idempotency_key,
+            request_hash,
+            total,
+            json.dumps(request.shipping.to_json()),
+            json.dumps(request.billing.to_json()) if request.billing else None,
+            request.notes or None,
+            provider,
+            lease_owner,
+            lease_seconds,
+            [line.product_id for line in lines],
+            [line.title for line in lines],
+            [line.unit_price for line in lines],
+            [line.quantity for line in lines],
+            *event.row(),
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return row
+
+
+async def complete_checkout(
+    conn: AsyncConnection,
+    *,
+    paid: Order,
+    outcome: bytes,
+    event: OutboxEvent,
+    audit_resource: str,
+    audit_records: Sequence[Row],
+) -> bool:
+    """Step 4 in one round trip (checkout_complete). False: the order was no longer PENDING.
+
+    Raises psycopg.Error with sqlstate CHAIN_HAS_RECORDS when the order's audit chain is not empty."""
+    cur = await conn.execute(
+        "SELECT checkout_complete(%s, %s, %s, %s, %s, %s, %s::BIGINT[], %s::INT[], %s, %s, %s, %s, %s, %s,"
+        " %s, %s) AS moved",
+        (
+            paid.id,
+            paid.user_id,
+            paid.version,
+            paid.updated_at,
+            paid.payment_reference,
+            outcome,
+            [line.product_id for line in paid.lines],
+            [line.quantity for line in paid.lines],
+            *event.row(),
+            audit_resource,
+            json.dumps(audit_records, default=_json_default),
+        ),
+    )
+    row = await cur.fetchone()
+    return bool(row and row["moved"])
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="microseconds")
+    return str(value)
