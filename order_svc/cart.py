@@ -127,14 +127,12 @@ class CartService:
         if info is None or not info.is_active:
             raise ProductNotFound([product_id])
         async with transaction(self._pool) as conn:
-            version = await cart_store.lock_cart(conn, user_id)
-            if request_id and not await cart_store.claim_request(conn, user_id, request_id):
-                line = _line(await cart_store.load_cart(conn, user_id), product_id)
+            version, cart, fresh = await cart_store.lock_and_load(conn, user_id, request_id=request_id)
+            line = _line(cart, product_id)
+            if not fresh:  # this request id was applied before: answer with the line as it is
                 if line is None:
                     raise CartItemNotFound(product_id)
                 return line, info
-            cart = await cart_store.load_cart(conn, user_id)
-            line = _line(cart, product_id)
             if line is None and len(cart.lines) >= self._max_lines:
                 raise InvalidArgument("product_id", f"a cart holds at most {self._max_lines} lines")
             total = validate_quantity((line.quantity if line else 0) + quantity, self._max_quantity)
@@ -144,11 +142,12 @@ class CartService:
                 held = await self._reserve(user_id, product_id, total, op)
             else:
                 held = await self._reserve(user_id, product_id, quantity, op)
-            await cart_store.set_line(conn, user_id, product_id, total)
-            await cart_store.add_reservations(
-                conn, user_id, [(h.id, h.product_id, h.quantity, h.expires_at) for h in held]
-            )
-            line = await self._finish(conn, user_id, product_id)
+            async with conn.pipeline():  # these writes and the read-back in one round trip
+                await cart_store.set_line(conn, user_id, product_id, total)
+                await cart_store.add_reservations(
+                    conn, user_id, [(h.id, h.product_id, h.quantity, h.expires_at) for h in held]
+                )
+                line = await self._finish(conn, user_id, product_id)
         await self._cache.invalidate(user_id)
         return line, info
 
@@ -158,8 +157,8 @@ class CartService:
         validate_product_id(product_id)
         validate_quantity(quantity, self._max_quantity)
         async with transaction(self._pool) as conn:
-            version = await cart_store.lock_cart(conn, user_id)
-            line = _line(await cart_store.load_cart(conn, user_id), product_id)
+            version, cart, _ = await cart_store.lock_and_load(conn, user_id)
+            line = _line(cart, product_id)
             if line is None:
                 raise CartItemNotFound(product_id)
             op = derived_request_id(user_id, version, product_id, quantity, "update")
@@ -186,8 +185,8 @@ class CartService:
     async def remove_item(self, user_id: str, *, product_id: int) -> cart_pb2.Cart:
         validate_product_id(product_id)
         async with transaction(self._pool) as conn:
-            version = await cart_store.lock_cart(conn, user_id)
-            line = _line(await cart_store.load_cart(conn, user_id), product_id)
+            version, cart, _ = await cart_store.lock_and_load(conn, user_id)
+            line = _line(cart, product_id)
             if line is None:
                 raise CartItemNotFound(product_id)
             await self._release_all(conn, user_id, line, version)
@@ -198,8 +197,8 @@ class CartService:
 
     async def clear_cart(self, user_id: str) -> cart_pb2.Cart:
         async with transaction(self._pool) as conn:
-            version = await cart_store.lock_cart(conn, user_id)
-            for line in (await cart_store.load_cart(conn, user_id)).lines:
+            version, cart, _ = await cart_store.lock_and_load(conn, user_id)
+            for line in cart.lines:
                 await self._release_all(conn, user_id, line, version)
             await cart_store.delete_all_lines(conn, user_id)
             await cart_store.touch_cart(conn, user_id)

@@ -14,15 +14,31 @@ from order_svc.model import Cart, CartLine, CartReservation
 Row = dict[str, Any]
 
 
+_LOCK_CART = (
+    "INSERT INTO carts (user_id) VALUES (%s) ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id"
+    " RETURNING version"
+)
+
+
 async def lock_cart(conn: AsyncConnection, user_id: str) -> int:
     """Create the cart row if needed and lock it (serializes this user's cart changes). Returns version."""
-    cur = await conn.execute(
-        "INSERT INTO carts (user_id) VALUES (%s) ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id"
-        " RETURNING version",
-        (user_id,),
-    )
+    cur = await conn.execute(_LOCK_CART, (user_id,))
     row = await cur.fetchone()
     return int(row["version"])
+
+
+async def lock_and_load(
+    conn: AsyncConnection, user_id: str, *, request_id: str = ""
+) -> tuple[int, Cart, bool]:
+    """lock_cart, then claim_request (when a request id is given), then load_cart, pipelined in one
+    round trip: (version, cart, whether the request id was new)."""
+    async with conn.pipeline():
+        lock = await conn.execute(_LOCK_CART, (user_id,))
+        claim = await conn.execute(_CLAIM_REQUEST, (user_id, request_id)) if request_id else None
+        cart = await load_cart(conn, user_id)
+        version = int((await lock.fetchone())["version"])
+        fresh = claim is None or await claim.fetchone() is not None
+    return version, cart, fresh
 
 
 async def touch_cart(conn: AsyncConnection, user_id: str) -> None:
@@ -32,39 +48,43 @@ async def touch_cart(conn: AsyncConnection, user_id: str) -> None:
 
 
 async def load_cart(conn: AsyncConnection, user_id: str) -> Cart:
-    cur = await conn.execute("SELECT version, updated_at FROM carts WHERE user_id = %s", (user_id,))
-    head = await cur.fetchone()
-    if head is None:
+    """The cart, its lines in the order they were added and each line's reservations (earliest expiry
+    first), in one statement."""
+    cur = await conn.execute(
+        "SELECT c.version, c.updated_at, i.product_id, i.quantity, i.added_at, r.reservation_id,"
+        " r.quantity AS r_quantity, r.expires_at, r.state"
+        " FROM carts c LEFT JOIN cart_items i ON i.user_id = c.user_id"
+        " LEFT JOIN cart_reservations r ON r.user_id = i.user_id AND r.product_id = i.product_id"
+        " WHERE c.user_id = %s ORDER BY i.position, r.expires_at, r.reservation_id",
+        (user_id,),
+    )
+    rows = await cur.fetchall()
+    if not rows:
         return Cart(user_id=user_id, lines=(), updated_at=None)
-    cur = await conn.execute(
-        "SELECT product_id, quantity, added_at FROM cart_items WHERE user_id = %s ORDER BY position",
-        (user_id,),
-    )
-    items = await cur.fetchall()
-    cur = await conn.execute(
-        "SELECT reservation_id, product_id, quantity, expires_at, state FROM cart_reservations"
-        " WHERE user_id = %s ORDER BY expires_at, reservation_id",
-        (user_id,),
-    )
-    by_product: dict[int, list[CartReservation]] = {}
-    for r in await cur.fetchall():
-        by_product.setdefault(r["product_id"], []).append(
-            CartReservation(
-                reservation_id=r["reservation_id"],
-                quantity=r["quantity"],
-                expires_at=r["expires_at"],
-                active=r["state"] == "active",
+    items: dict[int, tuple[Row, list[CartReservation]]] = {}
+    for r in rows:
+        if r["product_id"] is None:
+            continue  # a cart without lines
+        _, reservations = items.setdefault(r["product_id"], (r, []))
+        if r["reservation_id"] is not None:
+            reservations.append(
+                CartReservation(
+                    reservation_id=r["reservation_id"],
+                    quantity=r["r_quantity"],
+                    expires_at=r["expires_at"],
+                    active=r["state"] == "active",
+                )
             )
-        )
     lines = tuple(
         CartLine(
-            product_id=i["product_id"],
-            quantity=i["quantity"],
-            added_at=i["added_at"],
-            reservations=tuple(by_product.get(i["product_id"], ())),
+            product_id=item["product_id"],
+            quantity=item["quantity"],
+            added_at=item["added_at"],
+            reservations=tuple(reservations),
         )
-        for i in items
+        for item, reservations in items.values()
     )
+    head = rows[0]
     return Cart(user_id=user_id, lines=lines, updated_at=head["updated_at"], version=int(head["version"]))
 
 
@@ -149,12 +169,14 @@ async def set_expiry(conn: AsyncConnection, expiries: Iterable[tuple[uuid.UUID, 
         )
 
 
+_CLAIM_REQUEST = (
+    "INSERT INTO cart_requests (user_id, request_id) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1"
+)
+
+
 async def claim_request(conn: AsyncConnection, user_id: str, request_id: str) -> bool:
     """False when this AddCartItem request id was applied before."""
-    cur = await conn.execute(
-        "INSERT INTO cart_requests (user_id, request_id) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (user_id, request_id),
-    )
+    cur = await conn.execute(_CLAIM_REQUEST, (user_id, request_id))
     return await cur.fetchone() is not None
 
 
