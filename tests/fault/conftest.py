@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import pytest_asyncio
@@ -41,8 +42,24 @@ async def _servers_restored(servers: ServerControl) -> AsyncIterator[None]:
     assert not restarted, f"the test left {restarted} stopped (restarted them now)"
 
 
+def _port(url: str) -> int | None:
+    return urlsplit(url if "://" in url else f"//{url}").port
+
+
 @pytest_asyncio.fixture
-async def shop(mesh: Mesh) -> AsyncIterator[Mesh]:
+async def shop(mesh: Mesh, servers: ServerControl) -> AsyncIterator[Mesh]:
+    # the servers these tests kill must be the ones the services use: when the mesh gave the services
+    # default-port Valkey/OpenSearch while infra ran elsewhere, killing infra's changed nothing for them
+    # (a breaker that never opened, a fail-open counter that never moved)
+    infra = servers.infra.settings
+    used = {
+        "postgres": (_port(mesh.database_url), infra.pg_port),
+        "valkey": (_port(mesh.env["SHOPMESH_VALKEY_URL"]), infra.valkey_port),
+        "kafka": (_port(mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"].split(",")[0]), infra.kafka_port),
+        "opensearch": (_port(mesh.env["SHOPMESH_OPENSEARCH_URL"]), infra.opensearch_port),
+    }
+    wrong = {name: ports for name, ports in used.items() if ports[0] != ports[1]}
+    assert not wrong, f"services use other servers than the ones the fault tests kill: {wrong}"
     await ensure_shop(mesh)
     yield mesh
 

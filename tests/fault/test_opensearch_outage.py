@@ -52,7 +52,12 @@ async def _storm(history: History, query: dict[str, str], until: asyncio.Event) 
 
 @pytest.mark.xfail(
     strict=False,
-    reason="open issue 11: on the loaded 2-core CI machine the breaker did not open within the scenario's deadline after OpenSearch was SIGKILLed (search requests time out slower than the deadline allows); the fallback path itself is covered by tests/integration/test_catalog_breaker.py",
+    reason=(
+        "open issue 11: the p99 < 200 ms bound with the breaker open is missed when other work loads the "
+        "2-core machine (2 of 5 runs at load average ~17: catalog's own histogram p99 245 and 235 ms); "
+        "the breaker itself opened 0.2-2.4 s after the SIGKILL in every run, every search answered 200 "
+        "with fallback=true and the right hits, and it closed through half-open after the restart"
+    ),
 )
 async def test_search_falls_back_fast_while_opensearch_is_down_and_recovers_through_half_open(
     shop: Mesh, history: History, servers: ServerControl, fault_settings: FaultSettings

@@ -13,7 +13,6 @@ import random
 import time
 import uuid
 
-import pytest
 import valkey.asyncio as valkey_asyncio
 
 from meshkit.idempotency import IdempotencyStore, Lease
@@ -25,10 +24,6 @@ from tests.harness import Mesh
 from tests.integration.order_helpers import ORDER_VALKEY_URL
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open issue 11: exactly-once and reads without Valkey hold (0 violations in the recorded history), but the gateway's rate-limiter fail-open counter did not move during the outage in this scenario",
-)
 async def test_checkout_stays_exactly_once_and_reads_are_served_without_valkey(
     shop: Mesh, history: History, servers: ServerControl, fault_settings: FaultSettings
 ) -> None:
