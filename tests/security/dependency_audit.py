@@ -23,9 +23,10 @@ from importlib import metadata
 from pathlib import Path
 
 import httpx
+from pip._internal.models.index import PyPI
 
 ROOT = Path(__file__).resolve().parents[2]
-PYPI = "https://pypi.org/pypi"
+PYPI = PyPI.pypi_url  # the JSON API of the index pip itself installs from
 
 
 def canonical(name: str) -> str:
