@@ -26,23 +26,38 @@ def method_access(services: list[ServiceDescriptor]) -> dict[str, int]:
     return table
 
 
+def _anyone(principal: Principal) -> None:
+    return
+
+
+def _signed_in(principal: Principal) -> None:
+    if principal.subject == ANONYMOUS_SUBJECT:
+        raise Unauthenticated("sign-in required", reason="USER_REQUIRED")
+
+
+def _admin(principal: Principal) -> None:
+    if ADMIN_ROLE not in principal.roles:
+        raise PermissionDenied("admin role required", reason="ADMIN_REQUIRED")
+
+
+def _internal(principal: Principal) -> None:
+    roles = principal.roles
+    if SERVICE_ROLE not in roles and ADMIN_ROLE not in roles:
+        raise PermissionDenied("internal method: services and admins only", reason="INTERNAL_ONLY")
+
+
+_RULES = {
+    options_pb2.ACCESS_ANONYMOUS: _anyone,
+    options_pb2.ACCESS_USER: _signed_in,
+    options_pb2.ACCESS_ADMIN: _admin,
+}
+
+
 def access_policy(services: list[ServiceDescriptor]) -> AccessCheck:
-    table = method_access(services)
+    """The check for these services, with each method's rule looked up once here, not per call."""
+    rules = {method: _RULES.get(access, _internal) for method, access in method_access(services).items()}
 
     def check(method: str, principal: Principal) -> None:
-        access = table.get(method, options_pb2.ACCESS_UNSPECIFIED)
-        roles = set(principal.roles)
-        if access == options_pb2.ACCESS_ANONYMOUS:
-            return
-        if access == options_pb2.ACCESS_USER:
-            if principal.subject == ANONYMOUS_SUBJECT:
-                raise Unauthenticated("sign-in required", reason="USER_REQUIRED")
-            return
-        if access == options_pb2.ACCESS_ADMIN:
-            if ADMIN_ROLE not in roles:
-                raise PermissionDenied("admin role required", reason="ADMIN_REQUIRED")
-            return
-        if not roles & {SERVICE_ROLE, ADMIN_ROLE}:
-            raise PermissionDenied("internal method: services and admins only", reason="INTERNAL_ONLY")
+        rules.get(method, _internal)(principal)
 
     return check

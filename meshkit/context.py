@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import uuid
+import os
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
@@ -29,7 +29,8 @@ principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    # the same 32 hex digits as uuid4().hex from the same source, without building a UUID per call
+    return os.urandom(16).hex()
 
 
 def current_principal() -> Principal | None:

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
@@ -57,6 +58,24 @@ class _TokenCache:
         return principal
 
 
+class _MethodStats:
+    """The RED metric children of one method, resolved once instead of `.labels()` on every call."""
+
+    def __init__(self, service: str, name: str) -> None:
+        self._service = service
+        self._name = name
+        self.seconds = metrics.grpc_server_handling_seconds.labels(service, name)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = metrics.grpc_server_handled_total.labels(
+                self._service, self._name, code.name
+            )
+        return child
+
+
 class MeshServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
@@ -64,12 +83,18 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
         internal_token_secret: str,
         access_check: AccessCheck | None = None,
         continue_trace: bool = True,
+        annotate_spans: bool = True,
     ) -> None:
         self._tokens = _TokenCache(internal_token_secret)
         self._access_check = access_check
         # with span export off there is no instrumentation to read `traceparent`; continuing the
         # caller's trace here still puts its trace id in logs, audit records and outbox headers
         self._continue_trace = continue_trace
+        # without span export no span records, so looking for ids to put on it is wasted work
+        self._annotate_spans = annotate_spans
+        # method -> (the handler grpc resolved, the guarded handler built for it): the wrapper is
+        # built once per method, not once per call
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -78,40 +103,71 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        cached = self._guarded.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        guarded = self._guard(method, handler)
+        if handler is not None:
+            self._guarded[method] = (handler, guarded)
+        return guarded
+
+    def _guard(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
         if handler is None or handler.unary_unary is None or method.startswith(UNGUARDED_PREFIXES):
             return handler
         _, service, name = method.split("/")
         inner = handler.unary_unary
+        stats = _MethodStats(service, name)
+        tokens = self._tokens
+        access_check = self._access_check
+        continue_trace = self._continue_trace
+        annotate = self._annotate_spans
+        # most requests hold no string at all (ids, pages): the NUL scan is skipped for those types
+        scan_strings: dict[Any, bool] = {}
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
-            metadata = context.invocation_metadata() or ()
             token = ""
             request_id = ""
-            carrier: dict[str, str] = {}
-            for key, value in metadata:
+            carrier: dict[str, str] | None = None
+            for key, value in context.invocation_metadata() or ():
                 if key == INTERNAL_TOKEN_HEADER:
                     token = value
                 elif key == REQUEST_ID_HEADER:
                     request_id = value[:128]
-                elif key in ("traceparent", "tracestate"):
+                elif key == "traceparent" or key == "tracestate":
+                    if carrier is None:
+                        carrier = {}
                     carrier[key] = value
             request_id_var.set(request_id or new_request_id())
             trace_token = (
-                otel_context.attach(propagate.extract(carrier)) if carrier and self._continue_trace else None
+                otel_context.attach(propagate.extract(carrier)) if carrier and continue_trace else None
             )
             try:
-                principal = self._authenticate(token)
+                if not token:
+                    raise Unauthenticated("missing internal token", reason="MISSING_CREDENTIALS")
+                try:
+                    principal = tokens.principal(token)
+                except InternalTokenError as exc:
+                    raise Unauthenticated(
+                        f"invalid internal token: {exc}", reason="INVALID_CREDENTIALS"
+                    ) from exc
                 principal_var.set(principal)
-                if self._access_check is not None:
-                    self._access_check(method, principal)
-                bad = nul_field(request)
-                if bad:
-                    raise InvalidArgument(bad, "must not contain NUL characters")
-                annotate_span(request)
+                if access_check is not None:
+                    access_check(method, principal)
+                descriptor = getattr(request, "DESCRIPTOR", None)
+                scan = scan_strings.get(descriptor)
+                if scan is None:
+                    scan = scan_strings[descriptor] = descriptor is not None and may_hold_strings(descriptor)
+                if scan:
+                    bad = nul_field(request)
+                    if bad:
+                        raise InvalidArgument(bad, "must not contain NUL characters")
+                if annotate:
+                    annotate_span(request)
                 response = await inner(request, context)
-                annotate_span(response)
+                if annotate:
+                    annotate_span(response)
                 return response
             except DomainError as error:
                 code = error.code
@@ -136,10 +192,8 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if trace_token is not None:
                     otel_context.detach(trace_token)
-                metrics.grpc_server_handled_total.labels(service, name, code.name).inc()
-                metrics.grpc_server_handling_seconds.labels(service, name).observe(
-                    time.perf_counter() - started
-                )
+                stats.handled(code).inc()
+                stats.seconds.observe(time.perf_counter() - started)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -147,13 +201,18 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    def _authenticate(self, token: str) -> Principal:
-        if not token:
-            raise Unauthenticated("missing internal token", reason="MISSING_CREDENTIALS")
-        try:
-            return self._tokens.principal(token)
-        except InternalTokenError as exc:
-            raise Unauthenticated(f"invalid internal token: {exc}", reason="INVALID_CREDENTIALS") from exc
+
+def may_hold_strings(descriptor: Descriptor, _seen: frozenset[str] = frozenset()) -> bool:
+    """Whether a message of this type can carry a string anywhere (fields, maps, nested messages)."""
+    if descriptor.full_name in _seen:
+        return False
+    seen = _seen | {descriptor.full_name}
+    for field in descriptor.fields:
+        if field.type == field.TYPE_STRING:
+            return True
+        if field.type == field.TYPE_MESSAGE and may_hold_strings(field.message_type, seen):
+            return True
+    return False
 
 
 def nul_field(message: Message, prefix: str = "") -> str:
