@@ -68,6 +68,11 @@ def product_pb(p: Product) -> pb.Product:
     )
 
 
+def product_wire(p: Product) -> bytes:
+    """The product as GetProduct answers it, encoded once for the cache (catalog_svc.cache)."""
+    return product_pb(p).SerializeToString(deterministic=True)
+
+
 def draft_of(message: pb.Product, *, prefix: str = "product") -> ProductDraft:
     """The writable fields of a request's product (validated later by model.validate_draft)."""
     return ProductDraft(

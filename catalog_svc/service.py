@@ -73,11 +73,14 @@ class CatalogService:
         found = await self._cache.get_many(product_ids)
         missing = [pid for pid in product_ids if pid not in found]
         if missing:
-            async with connection(self._pool) as conn:
-                loaded = await store.get_products(conn, missing)
-            await self._cache.put_many(list(loaded.values()))
-            found.update(loaded)
+            found.update(await self._load_uncached(missing))
         return found
+
+    async def _load_uncached(self, product_ids: Sequence[int]) -> dict[int, Product]:
+        async with connection(self._pool) as conn:
+            loaded = await store.get_products(conn, product_ids)
+        await self._cache.put_many(list(loaded.values()))
+        return loaded
 
     async def get_product(self, product_id: int, *, include_inactive: bool) -> Product:
         if product_id <= 0:
@@ -86,6 +89,22 @@ class CatalogService:
         if product is None or (not product.is_active and not include_inactive):
             raise ProductNotFound(product_id)
         return product
+
+    async def get_product_encoded(self, product_id: int, *, include_inactive: bool) -> bytes:
+        """get_product's result in the API's encoding (ProductCache.encode). A cache hit is answered
+        with the stored bytes: no JSON, model or message is built on the hottest read."""
+        if product_id <= 0:
+            raise InvalidArgument("product_id", "must be positive")
+        hit = await self._cache.get_encoded(product_id)
+        if hit is not None:
+            encoded, active = hit
+            if not active and not include_inactive:
+                raise ProductNotFound(product_id)
+            return encoded
+        product = (await self._load_uncached([product_id])).get(product_id)
+        if product is None or (not product.is_active and not include_inactive):
+            raise ProductNotFound(product_id)
+        return self._cache.encode(product)
 
     async def batch_get(self, product_ids: Sequence[int]) -> tuple[list[Product], list[int]]:
         ids = batch_ids(product_ids)
