@@ -20,12 +20,22 @@ from order_svc import metrics
 
 log = logging.getLogger("order_svc.cart_cache")
 
+# bump the generation (kept twice the entries' TTL) and drop the entry: one command, not a
+# MULTI/EXEC of five
+_INVALIDATE = """
+redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
 
 class CartCache:
     def __init__(self, client: valkey_asyncio.Valkey, *, ttl_seconds: int, key_prefix: str = "") -> None:
         self._client = client
         self._ttl = ttl_seconds
         self._prefix = key_prefix
+        self._invalidate = client.register_script(_INVALIDATE)
 
     def _keys(self, user_id: str) -> tuple[str, str]:
         return f"{self._prefix}cart:{user_id}", f"{self._prefix}cartgen:{user_id}"
@@ -60,11 +70,7 @@ class CartCache:
     async def invalidate(self, user_id: str) -> None:
         entry_key, gen_key = self._keys(user_id)
         try:
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.incr(gen_key)
-                pipe.expire(gen_key, self._ttl * 2)
-                pipe.delete(entry_key)
-                await pipe.execute()
+            await self._invalidate(keys=[entry_key, gen_key], args=[self._ttl * 2])
         except VALKEY_ERRORS as exc:
             self._error("invalidate", exc)
 
