@@ -205,11 +205,12 @@ async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENC
             cpu_before = _service_cpu(mesh)
             ours = await _load(mesh, products, concurrency=c, duration_s=duration_s)
             cpu_after = _service_cpu(mesh)
+            done = max(1, len(ours["order_ids"]))
+            cpu_here = {
+                name: round((cpu_after[name] - cpu_before[name]) * 1000 / done, 1) for name in cpu_after
+            }
             if c == 32 or not cpu_per_checkout:
-                done = max(1, len(ours["order_ids"]))
-                cpu_per_checkout = {
-                    name: round((cpu_after[name] - cpu_before[name]) * 1000 / done, 1) for name in cpu_after
-                }
+                cpu_per_checkout = cpu_here
             all_orders += ours.pop("order_ids")
             limit = await asyncio.to_thread(
                 run_pgbench,
@@ -229,7 +230,8 @@ async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENC
             )
             print(
                 f"checkout c={c}: {ours['checkouts_per_s']}/s p50 {ours['p50_ms']} ms p99 {ours['p99_ms']} ms"
-                f" | pgbench {limit.tps:.0f} tps",
+                f" | pgbench {limit.tps:.0f} tps | CPU ms per pair: "
+                + ", ".join(f"{name} {ms}" for name, ms in cpu_here.items()),
                 flush=True,
             )
         # multi-core serving: order_svc as 2 worker processes sharing the port (SO_REUSEPORT)
@@ -295,10 +297,12 @@ async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENC
             f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the runs (2 cores;"
             " other benchmarks and test suites shared the machine), so latencies include queueing for CPU.",
             "Latency columns: p50/p99 of the add-to-cart + checkout pair; checkout_* is the checkout call"
-            " alone. One checkout is 3 gRPC calls to peers (catalog pricing, inventory extend + commit),"
-            " the sandbox payment, about 30 SQL statements in 6 short transactions, and Valkey"
-            " idempotency + cache writes; vs_db_limit is ours / pgbench running only the order, line"
-            " and stock statements.",
+            " alone. One checkout is 2 gRPC calls to peers (catalog pricing, inventory commit), 5 SQL"
+            " round trips (key + cart read, checkout_create, payment attempt, sandbox charge,"
+            " checkout_complete: steps 1 and 4 are one stored function each), and 3 Valkey calls"
+            " (idempotency lease and result, cart cache); an add to cart is 1 gRPC call (inventory"
+            " reserve), 4 SQL round trips (BEGIN, lock + read, writes + read-back, COMMIT) and 1 Valkey"
+            " call. vs_db_limit is ours / pgbench running only the order, line and stock statements.",
         ],
     }
 
