@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import select
 from collections.abc import AsyncIterator
 
 import psycopg
+from psycopg import pq
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -32,7 +34,7 @@ async def open_pool(
         name=name or schema,
         timeout=connect_timeout,
         open=False,
-        check=AsyncConnectionPool.check_connection,
+        check=check_connection,
         kwargs={
             "options": f"-c search_path={schema},public -c application_name={name or schema}",
             "row_factory": dict_row,
@@ -41,6 +43,23 @@ async def open_pool(
     )
     await pool.open(wait=True, timeout=connect_timeout * 3)
     return pool
+
+
+async def check_connection(conn: psycopg.AsyncConnection) -> None:
+    """Pool check before a connection is handed out: a round trip only when the server may have ended it.
+
+    An idle pooled connection has nothing to read. When the server ends it (restart, terminated backend,
+    idle timeout, a proxy dropping it) it sends an error and/or closes the socket, which makes the socket
+    readable: then psycopg's round-trip check runs and a dead connection is discarded (the pool tries the
+    next one). A quiet socket is handed out at once. Before, every transaction paid one extra round trip
+    (an empty query) before its first statement: on the hot reserve path, two round trips instead of one.
+    """
+    if conn.closed or conn.pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection is closed")
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN)
+    if poller.poll(0):
+        await AsyncConnectionPool.check_connection(conn)
 
 
 @contextlib.asynccontextmanager
