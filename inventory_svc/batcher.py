@@ -7,10 +7,16 @@ transaction and one commit, and each caller still gets its own outcome.
 
 How: one queue per product. A request that finds its product idle is flushed at once (a lone request
 is never delayed). While a flush is in flight, new requests for that product queue up; when it
-finishes, everything queued (up to `max_batch`) goes in the next flush, after waiting at most
-`window` for stragglers when the previous batch showed contention. At most one flush per product is
-in flight in this process, so batches never fight each other for the row lock; other processes'
-batches serialize on the row lock in the database.
+finishes, everything queued (up to `max_batch`) goes in the next flush. A batch waits for stragglers
+at most `window` after its oldest request arrived; requests that queued while the previous batch was
+in the database have usually waited that long already, so the next batch leaves at once. At most one
+flush per product is in flight in this process, so batches never fight each other for the row lock;
+other processes' batches serialize on the row lock in the database.
+
+Pipelining: when a batch's result arrives, the next batch is sent to the database BEFORE the finished
+batch's callers are answered. Answering them (building and sending each gRPC response) is event-loop
+CPU work; done first, it left the database idle and every queued request waiting behind it. Now the
+database applies batch N+1 while the loop answers batch N's callers.
 
 If a whole batch fails (an unexpected database error caused by one request), every request of that
 batch is retried alone, so one bad request cannot fail the others.
@@ -35,6 +41,7 @@ FlushFn = Callable[[Hashable, Sequence[Req]], Awaitable[Sequence[Any]]]
 class _Pending(Generic[Req]):
     request: Req
     future: asyncio.Future[Any]
+    arrived: float
 
 
 class KeyedBatcher(Generic[Req, Res]):
@@ -49,8 +56,9 @@ class KeyedBatcher(Generic[Req, Res]):
         self.requests = 0
 
     async def submit(self, key: Hashable, request: Req) -> Res:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queues.setdefault(key, []).append(_Pending(request, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queues.setdefault(key, []).append(_Pending(request, future, loop.time()))
         if key not in self._busy:
             self._start_drain(key)
         return await future
@@ -61,45 +69,76 @@ class KeyedBatcher(Generic[Req, Res]):
         self._drainers.add(task)
         task.add_done_callback(self._drainers.discard)
 
+    def _take(self, key: Hashable) -> list[_Pending[Req]]:
+        """The next batch: queued requests whose callers still wait, oldest first."""
+        queue = self._queues.get(key)
+        batch: list[_Pending[Req]] = []
+        while queue and not batch:
+            head, queue = queue[: self._max_batch], queue[self._max_batch :]
+            batch = [p for p in head if not p.future.done()]  # callers that gave up
+        if queue:
+            self._queues[key] = queue
+        else:
+            self._queues.pop(key, None)
+        return batch
+
+    def _straggler_wait(self, key: Hashable) -> float:
+        """How long the next batch should still wait for stragglers (0: leave now)."""
+        queue = self._queues.get(key)
+        if not queue or self._window <= 0:
+            return 0.0
+        return queue[0].arrived + self._window - asyncio.get_running_loop().time()
+
     async def _drain(self, key: Hashable) -> None:
-        contended = False
         try:
-            while True:
-                if contended and self._window > 0:
-                    await asyncio.sleep(self._window)
-                queue = self._queues.get(key)
-                if not queue:
-                    self._queues.pop(key, None)
-                    return
-                batch, self._queues[key] = queue[: self._max_batch], queue[self._max_batch :]
-                batch = [p for p in batch if not p.future.done()]  # callers that gave up
-                if not batch:
+            batch = self._take(key)
+            flight = asyncio.ensure_future(self._apply(key, batch)) if batch else None
+            while flight is not None:
+                try:
+                    outcomes = await flight
+                except BaseException as stopped:  # cancelled (shutdown): never leave a caller hanging
+                    _settle_all(batch, [stopped] * len(batch))
+                    raise
+                done, batch, flight = batch, [], None
+                if self._straggler_wait(key) <= 0:
+                    # send the next batch first: the database works while the loop answers callers
+                    batch = self._take(key)
+                    if batch:
+                        flight = asyncio.ensure_future(self._apply(key, batch))
+                    _settle_all(done, outcomes)
                     continue
-                await self._run(key, batch)
-                contended = bool(self._queues.get(key))
+                _settle_all(done, outcomes)
+                await asyncio.sleep(max(0.0, self._straggler_wait(key)))
+                batch = self._take(key)
+                if batch:
+                    flight = asyncio.ensure_future(self._apply(key, batch))
         finally:
             self._busy.discard(key)
             if self._queues.get(key):  # arrived after the final check; never strand a request
                 self._start_drain(key)
 
-    async def _run(self, key: Hashable, batch: list[_Pending[Req]]) -> None:
+    async def _apply(self, key: Hashable, batch: list[_Pending[Req]]) -> list[Any]:
+        """Outcomes of the batch in order (results or exception instances); never raises."""
         self.batches += 1
         self.requests += len(batch)
         try:
-            outcomes = await self._flush(key, [p.request for p in batch])
+            return list(await self._flush(key, [p.request for p in batch]))
         except Exception as batch_error:
             if len(batch) == 1:
-                _settle(batch[0].future, batch_error)
-                return
-            for pending in batch:  # isolate the failing request
-                try:
-                    (outcome,) = await self._flush(key, [pending.request])
-                except Exception as single_error:
-                    outcome = single_error
-                _settle(pending.future, outcome)
-            return
-        for pending, outcome in zip(batch, outcomes, strict=True):
-            _settle(pending.future, outcome)
+                return [batch_error]
+        outcomes: list[Any] = []
+        for pending in batch:  # isolate the failing request
+            try:
+                (outcome,) = await self._flush(key, [pending.request])
+            except Exception as single_error:
+                outcome = single_error
+            outcomes.append(outcome)
+        return outcomes
+
+
+def _settle_all(batch: Sequence[_Pending[Any]], outcomes: Sequence[Any]) -> None:
+    for pending, outcome in zip(batch, outcomes, strict=True):
+        _settle(pending.future, outcome)
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

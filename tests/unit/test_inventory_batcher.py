@@ -58,3 +58,36 @@ async def test_keys_are_independent():
     batcher = KeyedBatcher(flush, window=0.001)
     await asyncio.gather(*(batcher.submit(k, 1) for k in ("a", "b", "c")))
     assert len(flush.batches) == 3
+
+
+async def test_the_next_batch_is_sent_before_the_previous_batch_is_answered():
+    events: list[str] = []
+
+    async def flush(key, requests):
+        events.append(f"flush {list(requests)}")
+        await asyncio.sleep(0.01)
+        return list(requests)
+
+    batcher = KeyedBatcher(flush, window=0)
+
+    async def caller(i: int) -> None:
+        await batcher.submit("sku", i)
+        events.append(f"answered {i}")
+
+    first = asyncio.create_task(caller(1))
+    await asyncio.sleep(0)  # 1 is in flight alone
+    await asyncio.gather(first, caller(2), caller(3))
+    assert events == ["flush [1]", "flush [2, 3]", "answered 1", "answered 2", "answered 3"]
+
+
+async def test_a_cancelled_flush_fails_its_callers_instead_of_stranding_them():
+    async def flush(key, requests):
+        await asyncio.sleep(3600)
+
+    batcher = KeyedBatcher(flush, window=0)
+    caller = asyncio.create_task(batcher.submit("sku", 1))
+    await asyncio.sleep(0.01)
+    for drainer in list(batcher._drainers):
+        drainer.cancel()
+    await asyncio.wait([caller], timeout=10)  # a stranded caller would wait forever
+    assert caller.done()
