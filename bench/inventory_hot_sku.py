@@ -4,12 +4,17 @@
 (b) pgbench, the seed's design (SELECT FOR UPDATE, UPDATE, INSERT in one transaction).
 ours: ReserveStock over gRPC, one SKU with ample stock, batched by the per-SKU group commit.
 Afterwards the stock invariants are checked: zero oversell in every run.
+
+Each row also records inventory_svc's CPU time per reservation (utime+stime of its process over the
+run: latency is noisy on a shared machine, CPU per request much less) and the mean batch size (one
+outbox event per batch), so a change to the batcher shows in numbers that do not depend on the noise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
+from pathlib import Path
 
 import psycopg
 from shop.inventory.v1 import inventory_pb2 as pb
@@ -24,10 +29,25 @@ HOT_PRODUCT = 1
 PGBENCH_DIR = ROOT / "bench" / "pgbench"
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0  # USER_HZ is 100 on Linux
+
+
+def batches_written(database_url: str) -> int:
+    """Reserve batches so far for the hot SKU: each writes one outbox event keyed by the product."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM inventory.outbox WHERE key = %s", (str(HOT_PRODUCT),)
+        ).fetchone()[0]
+
+
 async def run(*, duration_s: int = 6, concurrency: tuple[int, ...] = CONCURRENCY) -> dict:
     env = {"SHOPMESH_EXPIRY_INTERVAL_SECONDS": "3600", "SHOPMESH_INVARIANT_CHECK_INTERVAL_SECONDS": "3600"}
     async with bench_mesh(extra_env=env) as mesh:
-        await mesh.start("inventory_svc")
+        service = await mesh.start("inventory_svc")
+        assert service.proc is not None
         admin = inventory_pb2_grpc.InventoryServiceStub(
             mesh.channel("inventory_svc", "bench-admin", ("admin",))
         )
@@ -53,6 +73,10 @@ async def run(*, duration_s: int = 6, concurrency: tuple[int, ...] = CONCURRENCY
         data = {"owner": "bench-{{.RequestNumber}}", "product_id": str(HOT_PRODUCT), "quantity": 1}
         rows = []
         for c in concurrency:
+            cpu_before, batches_before = (
+                process_cpu_seconds(service.proc.pid),
+                batches_written(mesh.database_url),
+            )
             ours = await asyncio.to_thread(
                 run_ghz,
                 call="shop.inventory.v1.InventoryService.ReserveStock",
@@ -64,6 +88,8 @@ async def run(*, duration_s: int = 6, concurrency: tuple[int, ...] = CONCURRENCY
                 duration_s=duration_s,
                 connections=max(1, c // 32),
             )
+            cpu_ms = (process_cpu_seconds(service.proc.pid) - cpu_before) * 1000 / max(1, ours.count)
+            batches = batches_written(mesh.database_url) - batches_before
             limit = await asyncio.to_thread(
                 run_pgbench,
                 mesh.database_url,
@@ -85,6 +111,8 @@ async def run(*, duration_s: int = 6, concurrency: tuple[int, ...] = CONCURRENCY
                     "ours_p50_ms": round(ours.p50_ms, 2),
                     "ours_p99_ms": round(ours.p99_ms, 2),
                     "ours_errors": ours.errors,
+                    "ours_cpu_ms_per_req": round(cpu_ms, 3),
+                    "ours_batch_avg": round(ours.count / max(1, batches), 1),
                     "db_limit_tps": round(limit.tps),
                     "seed_tps": round(seed.tps),
                     "vs_db_limit": round(ours.rps / limit.tps, 2),
@@ -92,7 +120,8 @@ async def run(*, duration_s: int = 6, concurrency: tuple[int, ...] = CONCURRENCY
                 }
             )
             print(
-                f"inventory hot SKU c={c}: ours {ours.rps:.0f} rps p99 {ours.p99_ms:.1f} ms | "
+                f"inventory hot SKU c={c}: ours {ours.rps:.0f} rps p99 {ours.p99_ms:.1f} ms "
+                f"CPU {cpu_ms:.3f} ms/req batch {ours.count / max(1, batches):.1f} | "
                 f"(a) {limit.tps:.0f} tps | (b) {seed.tps:.0f} tps",
                 flush=True,
             )
