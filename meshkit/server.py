@@ -198,13 +198,14 @@ async def _serve(
 
 
 def tune_gc(settings: CommonSettings) -> None:
-    """After start-up: freeze what start-up built (modules, descriptors, pools) out of the collector's
-    view, and collect the young generation less often.
+    """After start-up, freeze what start-up built (modules, descriptors, pools) out of the
+    collector's view; optionally change the gen0 threshold.
 
-    A serving process allocates a few hundred short-lived objects per RPC, so with the default gen0
-    threshold (700) a collection runs every few calls, and every older-generation pass walked the
-    whole start-up heap again; frozen objects are never traversed. Both knobs are settings so an
-    operator can go back to the interpreter's defaults.
+    Measured on catalog_svc under GetProduct load (about 40k RPCs each): without the freeze, five
+    full collections walked the ~100k start-up objects, 740 ms of pauses in all and one of 250 ms;
+    frozen, full passes took 7.5 ms in all (max 1.2 ms). A gen0 threshold of 5,000 or 20,000
+    instead of 700 left the total young-generation time unchanged (~110-125 ms) and only made
+    each pause longer, so the default stays the interpreter's; the knob is there for operators.
     """
     if settings.gc_freeze:
         gc.collect()

@@ -77,7 +77,7 @@ class CommonSettings:
     shutdown_grace_seconds: float = 10.0
     # garbage collector of serving processes (meshkit.server.tune_gc); 0 keeps the interpreter's 700
     gc_freeze: bool = True
-    gc_gen0_threshold: int = 20_000
+    gc_gen0_threshold: int = 0
     # peers
     catalog_addr: str = "127.0.0.1:15051"
     inventory_addr: str = "127.0.0.1:15052"
