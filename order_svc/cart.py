@@ -142,12 +142,9 @@ class CartService:
                 held = await self._reserve(user_id, product_id, total, op)
             else:
                 held = await self._reserve(user_id, product_id, quantity, op)
-            async with conn.pipeline():  # these writes and the read-back in one round trip
-                await cart_store.set_line(conn, user_id, product_id, total)
-                await cart_store.add_reservations(
-                    conn, user_id, [(h.id, h.product_id, h.quantity, h.expires_at) for h in held]
-                )
-                line = await self._finish(conn, user_id, product_id)
+            line = await cart_store.apply_add(
+                conn, user_id, product_id, total, [(h.id, h.quantity, h.expires_at) for h in held]
+            )
         await self._cache.invalidate(user_id)
         return line, info
 

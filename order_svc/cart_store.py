@@ -61,6 +61,15 @@ async def load_cart(conn: AsyncConnection, user_id: str) -> Cart:
     rows = await cur.fetchall()
     if not rows:
         return Cart(user_id=user_id, lines=(), updated_at=None)
+    head = rows[0]
+    return Cart(
+        user_id=user_id, lines=_lines(rows), updated_at=head["updated_at"], version=int(head["version"])
+    )
+
+
+def _lines(rows: Sequence[Row]) -> tuple[CartLine, ...]:
+    """Cart lines from rows of (product_id, quantity, added_at, reservation_id, r_quantity,
+    expires_at, state), one per reservation (reservation columns NULL for a line without any)."""
     items: dict[int, tuple[Row, list[CartReservation]]] = {}
     for r in rows:
         if r["product_id"] is None:
@@ -75,7 +84,7 @@ async def load_cart(conn: AsyncConnection, user_id: str) -> Cart:
                     active=r["state"] == "active",
                 )
             )
-    lines = tuple(
+    return tuple(
         CartLine(
             product_id=item["product_id"],
             quantity=item["quantity"],
@@ -84,8 +93,24 @@ async def load_cart(conn: AsyncConnection, user_id: str) -> Cart:
         )
         for item, reservations in items.values()
     )
-    head = rows[0]
-    return Cart(user_id=user_id, lines=lines, updated_at=head["updated_at"], version=int(head["version"]))
+
+
+async def apply_add(
+    conn: AsyncConnection,
+    user_id: str,
+    product_id: int,
+    quantity: int,
+    held: Sequence[tuple[uuid.UUID, int, dt.datetime]],
+) -> CartLine:
+    """An add's writes under the cart lock in one round trip (cart_add_apply): the line's quantity,
+    the new (reservation id, quantity, expires_at) rows, the version bump; returns the line."""
+    cur = await conn.execute(
+        "SELECT * FROM cart_add_apply(%s, %s, %s, %s::UUID[], %s::INT[], %s::TIMESTAMPTZ[])",
+        (user_id, product_id, quantity, [h[0] for h in held], [h[1] for h in held], [h[2] for h in held]),
+    )
+    lines = _lines(await cur.fetchall())
+    assert len(lines) == 1
+    return lines[0]
 
 
 async def set_line(conn: AsyncConnection, user_id: str, product_id: int, quantity: int) -> None:
