@@ -185,31 +185,33 @@ class InventoryService:
                 raise InvalidArgument(
                     "quantity", f"exceeds the {row['quantity']} units the reservation holds"
                 )
-            await store.change_stock(
-                conn,
-                product_id=row["product_id"],
-                warehouse_id=row["warehouse_id"],
-                quantity_delta=0,
-                reserved_delta=-amount,
-            )
             left = row["quantity"] - amount
+            # reservation and ledger first, the stock row (which reserve batches wait on) last
             updated = await store.set_reservation(
                 conn,
                 rid,
                 status=ReservationStatus.RELEASED if left == 0 else ReservationStatus.ACTIVE,
                 quantity=left or None,
             )
-            await store.add_ledger(
-                conn,
-                product_id=row["product_id"],
-                warehouse_id=row["warehouse_id"],
-                movement=Movement.RELEASE,
-                quantity_delta=0,
-                reserved_delta=-amount,
-                reservation_id=rid,
-                actor=_actor(),
-            )
-            await self._emit_stock_event(conn, row["product_id"], Movement.RELEASE, row["warehouse_id"])
+            async with conn.pipeline():
+                await store.add_ledger(
+                    conn,
+                    product_id=row["product_id"],
+                    warehouse_id=row["warehouse_id"],
+                    movement=Movement.RELEASE,
+                    quantity_delta=0,
+                    reserved_delta=-amount,
+                    reservation_id=rid,
+                    actor=_actor(),
+                )
+                await store.change_stock(
+                    conn,
+                    product_id=row["product_id"],
+                    warehouse_id=row["warehouse_id"],
+                    quantity_delta=0,
+                    reserved_delta=-amount,
+                )
+                await self._emit_stock_event(conn, row["product_id"], Movement.RELEASE, row["warehouse_id"])
         return _reservation(updated)
 
     async def commit(self, order_id: str, reservation_ids: Sequence[str]) -> tuple[list[Reservation], bool]:
@@ -228,34 +230,40 @@ class InventoryService:
             not_active = [str(r["id"]) for r in rows if r["status"] != ReservationStatus.ACTIVE]
             if not_active:
                 raise ReservationNotActive(not_active)
-            await store.lock_stock(conn, [(r["product_id"], r["warehouse_id"]) for r in rows])
+            ordered = sorted(rows, key=lambda r: (r["product_id"], r["warehouse_id"]))
+            # reservations and ledger first: they lock nothing a reserve batch waits on, so the stock
+            # rows are locked only for the last few pipelined statements before the commit
             committed = []
-            for row in sorted(rows, key=lambda r: (r["product_id"], r["warehouse_id"])):
-                await store.change_stock(
-                    conn,
-                    product_id=row["product_id"],
-                    warehouse_id=row["warehouse_id"],
-                    quantity_delta=-row["quantity"],
-                    reserved_delta=-row["quantity"],
-                )
-                committed.append(
-                    await store.set_reservation(
-                        conn, row["id"], status=ReservationStatus.COMMITTED, order_id=order_id
+            async with conn.pipeline():
+                for row in ordered:
+                    committed.append(
+                        await store.set_reservation(
+                            conn, row["id"], status=ReservationStatus.COMMITTED, order_id=order_id
+                        )
                     )
-                )
-                await store.add_ledger(
-                    conn,
-                    product_id=row["product_id"],
-                    warehouse_id=row["warehouse_id"],
-                    movement=Movement.COMMIT,
-                    quantity_delta=-row["quantity"],
-                    reserved_delta=-row["quantity"],
-                    reservation_id=row["id"],
-                    order_id=order_id,
-                    actor=_actor(),
-                )
-            for product_id in sorted({r["product_id"] for r in rows}):
-                await self._emit_stock_event(conn, product_id, Movement.COMMIT)
+                    await store.add_ledger(
+                        conn,
+                        product_id=row["product_id"],
+                        warehouse_id=row["warehouse_id"],
+                        movement=Movement.COMMIT,
+                        quantity_delta=-row["quantity"],
+                        reserved_delta=-row["quantity"],
+                        reservation_id=row["id"],
+                        order_id=order_id,
+                        actor=_actor(),
+                    )
+            await store.lock_stock(conn, [(r["product_id"], r["warehouse_id"]) for r in rows])
+            async with conn.pipeline():
+                for row in ordered:
+                    await store.change_stock(
+                        conn,
+                        product_id=row["product_id"],
+                        warehouse_id=row["warehouse_id"],
+                        quantity_delta=-row["quantity"],
+                        reserved_delta=-row["quantity"],
+                    )
+                for product_id in sorted({r["product_id"] for r in rows}):
+                    await self._emit_stock_event(conn, product_id, Movement.COMMIT)
         return [_reservation(r) for r in committed], False
 
     async def restock(self, order_id: str, *, reason: str = "") -> tuple[int, bool]:
@@ -429,8 +437,12 @@ class InventoryService:
             event_id=uuid.UUID(event.event_id),
         )
 
-    async def emit_expired_event(self, conn: AsyncConnection, row: dict[str, Any]) -> None:
-        version = await store.bump_version(conn, row["product_id"])
+    async def emit_expired_event(
+        self, conn: AsyncConnection, row: dict[str, Any], *, version: int | None = None
+    ) -> None:
+        """`version`: one the caller already took with `store.bump_version(..., by=n)`."""
+        if version is None:
+            version = await store.bump_version(conn, row["product_id"])
         event = events_pb2.InventoryEvent(
             event_id=str(uuid.uuid4()),
             product_id=row["product_id"],

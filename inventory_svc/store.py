@@ -141,9 +141,10 @@ async def add_ledger(
     )
 
 
-async def bump_version(conn: AsyncConnection, product_id: int) -> int:
+async def bump_version(conn: AsyncConnection, product_id: int, *, by: int = 1) -> int:
+    """The product's new event version; `by` > 1 reserves the versions last-by+1 .. last for `by` events."""
     cur = await conn.execute(
-        "UPDATE products SET version = version + 1 WHERE product_id = %s RETURNING version", (product_id,)
+        "UPDATE products SET version = version + %s WHERE product_id = %s RETURNING version", (by, product_id)
     )
     row = await cur.fetchone()
     return int(row["version"]) if row else 0

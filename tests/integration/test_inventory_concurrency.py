@@ -9,8 +9,11 @@ import grpc
 import psycopg
 import pytest
 from google.protobuf import duration_pb2
+from psycopg.rows import dict_row
+from shop.events.v1 import events_pb2
 from shop.inventory.v1 import inventory_pb2 as pb
 
+from meshkit.outbox import _payload_bytes
 from tests.integration.inventory_helpers import (
     admin_stub,
     broken,
@@ -152,6 +155,17 @@ async def test_expiry_releases_due_reservations_once_with_two_sweepers(inventory
         ).fetchall()
     assert len(expire_rows) == 30 and all(n == 1 for _, n in expire_rows)
     assert broken(invariant_violations(inventory.database_url, [product])) == []
+    # every event of the product (reserves, the 30 expiries, stock changes) has its own version,
+    # increasing in the order the relay publishes them (outbox id)
+    with psycopg.connect(inventory.database_url, row_factory=dict_row) as conn:
+        outbox = conn.execute(
+            "SELECT payload, payload_json, message_type FROM inventory.outbox WHERE key = %s ORDER BY id",
+            (str(product),),
+        ).fetchall()
+    events = [events_pb2.InventoryEvent.FromString(_payload_bytes(row)) for row in outbox]
+    versions = [e.version for e in events]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert sum(e.HasField("reservation_expired") for e in events) == 30
 
 
 async def test_commit_and_restock_are_idempotent_under_concurrency(inventory):
