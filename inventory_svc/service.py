@@ -278,32 +278,35 @@ class InventoryService:
             if record["restocked_at"] is not None:
                 return int(record["restocked_quantity"] or 0), True
             rows = await store.committed_reservations(conn, order_id)
+            total = sum(row["quantity"] for row in rows)
+            # ledger and the order's record first, the stock rows (which reserve batches wait on) last
+            async with conn.pipeline():
+                for row in rows:
+                    await store.add_ledger(
+                        conn,
+                        product_id=row["product_id"],
+                        warehouse_id=row["warehouse_id"],
+                        movement=Movement.RESTOCK,
+                        quantity_delta=row["quantity"],
+                        reserved_delta=0,
+                        reservation_id=row["id"],
+                        order_id=order_id,
+                        reason=reason[:200] or None,
+                        actor=_actor(),
+                    )
+                await store.mark_restocked(conn, order_id, total)
             await store.lock_stock(conn, [(r["product_id"], r["warehouse_id"]) for r in rows])
-            total = 0
-            for row in rows:
-                await store.change_stock(
-                    conn,
-                    product_id=row["product_id"],
-                    warehouse_id=row["warehouse_id"],
-                    quantity_delta=row["quantity"],
-                    reserved_delta=0,
-                )
-                await store.add_ledger(
-                    conn,
-                    product_id=row["product_id"],
-                    warehouse_id=row["warehouse_id"],
-                    movement=Movement.RESTOCK,
-                    quantity_delta=row["quantity"],
-                    reserved_delta=0,
-                    reservation_id=row["id"],
-                    order_id=order_id,
-                    reason=reason[:200] or None,
-                    actor=_actor(),
-                )
-                total += row["quantity"]
-            await store.mark_restocked(conn, order_id, total)
-            for product_id in sorted({r["product_id"] for r in rows}):
-                await self._emit_stock_event(conn, product_id, Movement.RESTOCK)
+            async with conn.pipeline():
+                for row in rows:
+                    await store.change_stock(
+                        conn,
+                        product_id=row["product_id"],
+                        warehouse_id=row["warehouse_id"],
+                        quantity_delta=row["quantity"],
+                        reserved_delta=0,
+                    )
+                for product_id in sorted({r["product_id"] for r in rows}):
+                    await self._emit_stock_event(conn, product_id, Movement.RESTOCK)
         return total, False
 
     # ---- stock --------------------------------------------------------------------------------
