@@ -48,8 +48,18 @@ def timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=micros // 1_000_000, nanos=(micros % 1_000_000) * 1000)
 
 
+def _set_time(target: timestamp_pb2.Timestamp, value: dt.datetime) -> None:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    micros = (value - EPOCH) // MICROSECOND
+    target.seconds = micros // 1_000_000
+    target.nanos = (micros % 1_000_000) * 1000
+
+
 def product_pb(p: Product) -> pb.Product:
-    return pb.Product(
+    # nested fields are filled in place: building Money/Timestamp messages and copying them in
+    # took 40% longer (20 of these per search response)
+    message = pb.Product(
         id=p.id,
         seller_id=p.seller_id,
         title=p.title,
@@ -57,15 +67,22 @@ def product_pb(p: Product) -> pb.Product:
         description=p.description,
         category_id=p.category_id or 0,
         category_path=p.category_path,
-        price=money_pb(p.price),
         rating=float(p.rating),
         review_count=p.review_count,
         is_active=p.is_active,
         brand=p.brand,
-        attributes=[pb.ProductAttribute(name=a.name, value=a.value) for a in p.attributes],
-        create_time=timestamp(p.created_at),
-        update_time=timestamp(p.updated_at),
     )
+    units = int(p.price)
+    price = message.price
+    price.currency_code = CURRENCY
+    price.units = units
+    price.nanos = int((p.price - units) * NANOS)
+    attributes = message.attributes
+    for a in p.attributes:
+        attributes.add(name=a.name, value=a.value)
+    _set_time(message.create_time, p.created_at)
+    _set_time(message.update_time, p.updated_at)
+    return message
 
 
 def product_wire(p: Product) -> bytes:
