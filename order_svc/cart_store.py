@@ -14,15 +14,13 @@ from order_svc.model import Cart, CartLine, CartReservation
 Row = dict[str, Any]
 
 
-_LOCK_CART = (
-    "INSERT INTO carts (user_id) VALUES (%s) ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id"
-    " RETURNING version"
-)
-
-
 async def lock_cart(conn: AsyncConnection, user_id: str) -> int:
     """Create the cart row if needed and lock it (serializes this user's cart changes). Returns version."""
-    cur = await conn.execute(_LOCK_CART, (user_id,))
+    cur = await conn.execute(
+        "INSERT INTO carts (user_id) VALUES (%s) ON CONFLICT (user_id) DO UPDATE SET user_id = EXCLUDED.user_id"
+        " RETURNING version",
+        (user_id,),
+    )
     row = await cur.fetchone()
     return int(row["version"])
 
@@ -30,15 +28,15 @@ async def lock_cart(conn: AsyncConnection, user_id: str) -> int:
 async def lock_and_load(
     conn: AsyncConnection, user_id: str, *, request_id: str = ""
 ) -> tuple[int, Cart, bool]:
-    """lock_cart, then claim_request (when a request id is given), then load_cart, pipelined in one
-    round trip: (version, cart, whether the request id was new)."""
-    async with conn.pipeline():
-        lock = await conn.execute(_LOCK_CART, (user_id,))
-        claim = await conn.execute(_CLAIM_REQUEST, (user_id, request_id)) if request_id else None
-        cart = await load_cart(conn, user_id)
-        version = int((await lock.fetchone())["version"])
-        fresh = claim is None or await claim.fetchone() is not None
-    return version, cart, fresh
+    """lock_cart, then claim_request (when a request id is given), then load_cart, as one statement
+    (cart_lock_load): (version, cart, whether the request id was new)."""
+    cur = await conn.execute("SELECT * FROM cart_lock_load(%s, %s)", (user_id, request_id))
+    rows = await cur.fetchall()
+    head = rows[0]
+    cart = Cart(
+        user_id=user_id, lines=_lines(rows), updated_at=head["updated_at"], version=int(head["version"])
+    )
+    return int(head["version"]), cart, bool(head["fresh"])
 
 
 async def touch_cart(conn: AsyncConnection, user_id: str) -> None:
@@ -192,17 +190,6 @@ async def set_expiry(conn: AsyncConnection, expiries: Iterable[tuple[uuid.UUID, 
             " FROM unnest(%s::UUID[], %s::TIMESTAMPTZ[]) AS t(r, e) WHERE c.reservation_id = t.r",
             ([r[0] for r in rows], [r[1] for r in rows]),
         )
-
-
-_CLAIM_REQUEST = (
-    "INSERT INTO cart_requests (user_id, request_id) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1"
-)
-
-
-async def claim_request(conn: AsyncConnection, user_id: str, request_id: str) -> bool:
-    """False when this AddCartItem request id was applied before."""
-    cur = await conn.execute(_CLAIM_REQUEST, (user_id, request_id))
-    return await cur.fetchone() is not None
 
 
 async def prune_requests(conn: AsyncConnection, older_than: dt.timedelta) -> int:
