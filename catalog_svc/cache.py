@@ -166,7 +166,11 @@ class ProductCache:
         if not product_ids:
             return {}
 
+        reads = self._kv.reads
+
         async def fetch() -> list[Any]:
+            if reads is not None:
+                return await reads.pipeline([("HGET", self.key(pid), "d") for pid in product_ids])
             pipe = self._kv.client.pipeline(transaction=False)
             for pid in product_ids:
                 pipe.hget(self.key(pid), "d")

@@ -148,6 +148,28 @@ class PipelinedReader:
         protocol.transport.write(encode_command(args))  # type: ignore[union-attr]
         return await future
 
+    async def pipeline(self, commands: list[tuple[bytes | str | int, ...]]) -> list[Reply]:
+        """Several commands in one write; their replies in order. An error reply raises."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost or self._stalled(protocol):
+            protocol = await self._connect()
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        futures: list[asyncio.Future[Reply]] = []
+        for _ in commands:
+            future: asyncio.Future[Reply] = loop.create_future()
+            protocol.waiting.append((future, now))
+            futures.append(future)
+        protocol.transport.write(b"".join(encode_command(c) for c in commands))  # type: ignore[union-attr]
+        try:
+            return [await future for future in futures]
+        finally:
+            for future in futures:  # if one failed or the caller gave up, the rest are skipped
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # retrieved: no "never retrieved" warning for the rest
+
     def _stalled(self, protocol: _Protocol) -> bool:
         if protocol.waiting and time.monotonic() - protocol.waiting[0][1] > self._stall:
             protocol.transport.abort()  # type: ignore[union-attr]  # fails the waiting calls

@@ -53,6 +53,20 @@ async def test_concurrent_callers_each_get_their_own_reply(client, reader):
         await client.delete(*keys)
 
 
+async def test_a_pipeline_answers_in_order_and_an_error_fails_only_that_call(client, reader):
+    prefix = f"resp-test-{secrets.token_hex(4)}"
+    try:
+        await client.hset(f"{prefix}:1", mapping={"d": "one"})
+        await client.set(f"{prefix}:s", "plain")
+        replies = await reader.pipeline([("HGET", f"{prefix}:{i}", "d") for i in (1, 2, 1)])
+        assert replies == [b"one", None, b"one"]
+        with pytest.raises(Exception, match="WRONGTYPE"):
+            await reader.pipeline([("HGET", f"{prefix}:1", "d"), ("HGET", f"{prefix}:s", "d"), ("PING",)])
+        assert await reader.pipeline([("ECHO", "next")]) == [b"next"]
+    finally:
+        await client.delete(f"{prefix}:1", f"{prefix}:s")
+
+
 async def test_a_caller_that_gave_up_does_not_shift_the_replies_of_the_next(reader):
     key = f"resp-test-{secrets.token_hex(4)}"
     with pytest.raises(TimeoutError):
