@@ -27,21 +27,32 @@ ENGINE_ERRORS = (OpenSearchException, TimeoutError, OSError)
 
 
 class CategoryPaths:
-    """Known category paths, reloaded at most once a second when an unknown one is asked for."""
+    """Known category paths. An unknown one reloads them, at most once per `min_reload_seconds`:
+    a request that finds the last reload too recent waits for the next one rather than being
+    refused (a category created a moment ago is not "unknown"), and every request that was waiting
+    when a reload started shares its answer, so a stream of bogus paths costs one query a second."""
 
     def __init__(self, pool: AsyncConnectionPool, *, min_reload_seconds: float = 1.0) -> None:
         self._pool = pool
         self._paths: set[str] = set()
-        self._loaded_at = float("-inf")
+        self._loaded_at = float("-inf")  # when the last reload started
         self._min_reload = min_reload_seconds
+        self._lock = asyncio.Lock()
 
     async def exists(self, path: str) -> bool:
         if path in self._paths:
             return True
-        if time.monotonic() - self._loaded_at >= self._min_reload:
+        asked = time.monotonic()
+        async with self._lock:
+            if path in self._paths or self._loaded_at >= asked:
+                return path in self._paths
+            wait = self._loaded_at + self._min_reload - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            started = time.monotonic()
             async with connection(self._pool) as conn:
-                self._paths = {c.path for c in await store.list_categories(conn)}
-            self._loaded_at = time.monotonic()
+                paths = {c.path for c in await store.list_categories(conn)}
+            self._paths, self._loaded_at = paths, started
         return path in self._paths
 
 

@@ -210,6 +210,30 @@ async def test_bad_input_is_invalid_argument_naming_the_field(mesh, world, field
     assert reason_of(caught.value) == reason
 
 
+async def test_a_category_created_just_after_an_unknown_one_was_asked_for_is_found(mesh, world):
+    """An unknown path reloads the category paths; a category created right after that reload is
+    not refused as unknown (it used to be, until a second had passed since the reload)."""
+    import uuid
+
+    from catalog_svc import loader
+    from meshkit.db import open_pool
+
+    client = stub(mesh)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.SearchProducts(pb.SearchProductsRequest(category_path="no/such/category"))
+    assert reason_of(caught.value) == "CATEGORY_NOT_FOUND"
+    name = f"Fresh {uuid.uuid4().hex[:8]}"
+    pool = await open_pool(mesh.database_url, schema="catalog", min_size=1, max_size=1)
+    try:
+        await loader.ensure_categories(pool, [(name,)])
+    finally:
+        await pool.close()
+    rows = catalog_sql(mesh.database_url, "SELECT path FROM catalog.categories WHERE name = %s", (name,))
+    (slug,) = rows[0]
+    reply = await client.SearchProducts(pb.SearchProductsRequest(category_path=slug))
+    assert reply.total_hits == 0
+
+
 @pytest.mark.parametrize(
     "text",
     [
