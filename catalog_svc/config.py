@@ -21,7 +21,9 @@ class CatalogSettings(CommonSettings):
     search_refresh_interval: str = "1s"  # the seed's 5s in production; 1s keeps local demos snappy
     search_timeout_seconds: float = 2.0
     search_max_pages: int = 50  # pages 0..49; deeper is INVALID_ARGUMENT
-    search_http_connections: int = 32
+    # HTTP connections to OpenSearch: searches beyond this many in flight wait in catalog_svc for one;
+    # idle keep-alive connections cost only a socket each
+    search_http_connections: int = 64
     # circuit breaker around OpenSearch (the seed's numbers)
     breaker_failure_threshold: int = 3
     breaker_success_threshold: int = 2
