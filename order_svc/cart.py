@@ -3,9 +3,12 @@
 Why a lock across a network call: a cart change is "reserve (or release) in inventory, then record
 it here", and two changes of one user's cart must not interleave. The lock is per user, so users
 never wait for each other. Inventory calls carry request ids derived from (user, cart version,
-operation): the version only moves when a change commits, so a change retried after a failure
-reuses its request id and inventory answers with the first call's reservations instead of holding
-stock twice. A reservation whose recording failed is never lost for good: it lapses at its TTL.
+operation), or for an add carrying the client's request id from (user, request id, product,
+units): the version only moves when a change commits, so a change retried after a failure reuses its
+request id and inventory answers with the first call's reservations instead of holding stock twice;
+an add with a client request id keeps its inventory id even when another change committed between
+its attempts (see add_request_id). A reservation whose recording failed is never lost for good: it
+lapses at its TTL.
 """
 
 from __future__ import annotations
@@ -37,6 +40,23 @@ from order_svc.peers import CatalogClient, Held, InventoryClient
 
 # Releasing these is already done: expired, released, or sold to an order.
 _GONE_REASONS = {"RESERVATION_EXPIRED", "RESERVATION_NOT_FOUND"}
+
+
+def add_request_id(
+    user_id: str, product_id: int, units: int, *, request_id: str, version: int, total: int
+) -> str:
+    """The inventory request id of an add that reserves `units` of a product.
+
+    With the client's request id it is derived from (user, request id, product, units) and not from
+    the cart version: when inventory committed a reservation whose answer was lost (inventory killed,
+    a deadline) and another change of the cart committed before the retry, the retry still reuses
+    the first call's id, so inventory answers with the reservation it already holds instead of
+    holding the units a second time (and the first reservation would sit on no cart until its TTL).
+    Without one, a retry is a new request anyway, so the version keeps two adds apart.
+    """
+    if request_id:
+        return derived_request_id(user_id, "req", request_id, product_id, units, "add")
+    return derived_request_id(user_id, version, product_id, total, request_id, "add")
 
 
 def _now() -> dt.datetime:
@@ -136,12 +156,15 @@ class CartService:
             if line is None and len(cart.lines) >= self._max_lines:
                 raise InvalidArgument("product_id", f"a cart holds at most {self._max_lines} lines")
             total = validate_quantity((line.quantity if line else 0) + quantity, self._max_quantity)
-            op = derived_request_id(user_id, version, product_id, total, request_id, "add")
             if line is not None and line.is_expired(_now()):
                 await self._release_all(conn, user_id, line, version)
-                held = await self._reserve(user_id, product_id, total, op)
+                units = total
             else:
-                held = await self._reserve(user_id, product_id, quantity, op)
+                units = quantity
+            op = add_request_id(
+                user_id, product_id, units, request_id=request_id, version=version, total=total
+            )
+            held = await self._reserve(user_id, product_id, units, op)
             line = await cart_store.apply_add(
                 conn, user_id, product_id, total, [(h.id, h.quantity, h.expires_at) for h in held]
             )

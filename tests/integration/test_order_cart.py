@@ -9,16 +9,21 @@ import time
 import grpc
 import pytest
 import valkey.asyncio as valkey_asyncio
+from google.protobuf import duration_pb2
+from shop.inventory.v1 import inventory_pb2
 from shop.order.v1 import cart_pb2
 
+from order_svc.cart import add_request_id
 from tests.harness import free_port
 from tests.integration.order_helpers import (
     ORDER_VALKEY_URL,
     add,
     carts,
+    inventory,
     metadata_of,
     new_product,
     reason_of,
+    sql,
     start_order_mesh,
     stock_of,
     user_id,
@@ -159,3 +164,46 @@ async def test_cart_is_served_from_postgres_when_valkey_is_unreachable(mesh):
         assert await _reserved(mesh, product) == 1
     finally:
         await start_order_mesh(mesh)
+
+
+async def test_an_add_retried_after_its_answer_was_lost_reuses_its_reservation(mesh):
+    # issue 11: inventory committed the first attempt's reservation but the answer never came back
+    # (inventory killed, or the gateway's deadline), so order_svc rolled back; another add of the same
+    # user committed before the retry. The retry must find that reservation, not hold the units again.
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=3)
+    request_id = "5d0c1e2a-lost-answer"
+    lost = await inventory(mesh).ReserveStock(
+        inventory_pb2.ReserveStockRequest(
+            owner=user,
+            product_id=product,
+            quantity=2,
+            ttl=duration_pb2.Duration(seconds=1800),
+            request_id=add_request_id(user, product, 2, request_id=request_id, version=0, total=2),
+        )
+    )
+    assert await _reserved(mesh, product) == 2
+    assert (await add(mesh, user, product, 1)).quantity == 1  # moves the cart version
+
+    retried = await carts(mesh, user).AddCartItem(
+        cart_pb2.AddCartItemRequest(product_id=product, quantity=2, request_id=request_id)
+    )
+
+    assert retried.item.quantity == 3
+    assert await _reserved(mesh, product) == 3  # the lost reservation was taken up, not doubled
+    on_cart = {
+        str(r[0]): r[1]
+        for r in sql(
+            mesh.database_url,
+            "SELECT reservation_id, quantity FROM orders.cart_reservations WHERE user_id = %s",
+            user,
+        )
+    }
+    assert {r.id for r in lost.reservations} <= set(on_cart)
+    active = sql(
+        mesh.database_url,
+        "SELECT id::text, quantity FROM inventory.reservations WHERE owner = %s AND status = 'active'",
+        user,
+    )
+    assert dict(active) == on_cart  # no reservation of this user is active outside the cart
