@@ -315,3 +315,99 @@ SELECT s.product_id, s.warehouse_id, s.quantity, s.reserved,
 async def invariant_violations(conn: AsyncConnection) -> list[Row]:
     cur = await conn.execute(INVARIANT_SQL)
     return await cur.fetchall()
+
+
+# The invariant checker's incremental form of INVARIANT_SQL: the ledger side is the checkpoint's
+# totals plus the ledger rows above its horizon (a primary-key range), so the check's snapshot lasts
+# as long as reading a few seconds of ledger, not the whole table.
+INCREMENTAL_INVARIANT_SQL = """
+WITH active AS (
+    SELECT product_id, warehouse_id, sum(quantity) AS held
+      FROM reservations WHERE status = 'active' GROUP BY product_id, warehouse_id
+), ledger AS (
+    SELECT product_id, warehouse_id, sum(q) AS q, sum(r) AS r FROM (
+        SELECT product_id, warehouse_id, quantity_sum AS q, reserved_sum AS r FROM ledger_checkpoint
+        UNION ALL
+        SELECT product_id, warehouse_id, quantity_delta, reserved_delta FROM stock_ledger WHERE id > %s
+    ) AS parts GROUP BY product_id, warehouse_id
+)
+SELECT s.product_id, s.warehouse_id, s.quantity, s.reserved,
+       coalesce(a.held, 0)::BIGINT AS active_held, coalesce(l.q, 0)::BIGINT AS ledger_quantity,
+       coalesce(l.r, 0)::BIGINT AS ledger_reserved
+  FROM stock s
+  LEFT JOIN active a USING (product_id, warehouse_id)
+  LEFT JOIN ledger l USING (product_id, warehouse_id)
+ WHERE s.reserved <> coalesce(a.held, 0)
+    OR s.reserved > s.quantity OR s.reserved < 0
+    OR s.quantity <> coalesce(l.q, 0) OR s.reserved <> coalesce(l.r, 0)
+"""
+
+
+async def ledger_checkpoint_through(conn: AsyncConnection) -> int:
+    cur = await conn.execute("SELECT through_id FROM ledger_checkpoint_horizon")
+    row = await cur.fetchone()
+    return int(row["through_id"])
+
+
+async def incremental_invariant_violations(conn: AsyncConnection, *, through_id: int) -> list[Row]:
+    cur = await conn.execute(INCREMENTAL_INVARIANT_SQL, (through_id,))
+    return await cur.fetchall()
+
+
+async def lock_ledger_checkpoint(conn: AsyncConnection) -> Row | None:
+    """The horizon row, locked; None while another checker (another replica) is advancing it."""
+    cur = await conn.execute(
+        "SELECT through_id, candidate_id, candidate_xmax::TEXT AS candidate_xmax, candidate_at"
+        " FROM ledger_checkpoint_horizon FOR UPDATE SKIP LOCKED"
+    )
+    return await cur.fetchone()
+
+
+async def ledger_candidate_is_settled(conn: AsyncConnection, *, xmax: str, at: Any) -> bool:
+    """True once no open transaction can still commit a ledger id drawn before the candidate:
+    every transaction with an xid below the candidate's xmax has ended, and no session of this
+    database has a transaction that began before the candidate was taken (one that drew its id but
+    had no xid yet). Only client backends count (an autovacuum worker writes no ledger row).
+    pg_stat_activity shows xact_start for the role's own sessions, and the service writes the ledger
+    under one role."""
+    cur = await conn.execute(
+        "SELECT pg_snapshot_xmin(pg_current_snapshot()) >= %s::XID8"
+        " AND NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+        "   AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND xact_start < %s) AS settled",
+        (xmax, at),
+    )
+    row = await cur.fetchone()
+    return bool(row["settled"])
+
+
+async def fold_ledger_into_checkpoint(conn: AsyncConnection, *, after_id: int, through_id: int) -> None:
+    await conn.execute(
+        "INSERT INTO ledger_checkpoint (product_id, warehouse_id, quantity_sum, reserved_sum)"
+        " SELECT product_id, warehouse_id, sum(quantity_delta), sum(reserved_delta) FROM stock_ledger"
+        "  WHERE id > %s AND id <= %s GROUP BY product_id, warehouse_id"
+        " ON CONFLICT (product_id, warehouse_id) DO UPDATE"
+        " SET quantity_sum = ledger_checkpoint.quantity_sum + EXCLUDED.quantity_sum,"
+        "     reserved_sum = ledger_checkpoint.reserved_sum + EXCLUDED.reserved_sum",
+        (after_id, through_id),
+    )
+    await conn.execute(
+        "UPDATE ledger_checkpoint_horizon SET through_id = %s, candidate_id = NULL,"
+        " candidate_xmax = NULL, candidate_at = NULL, advanced_at = now()",
+        (through_id,),
+    )
+
+
+async def record_ledger_candidate(conn: AsyncConnection) -> None:
+    """The next horizon: the last ledger id handed out so far. The time and xmax are read in a later
+    statement than the sequence, so every transaction that drew an id <= candidate began before the
+    recorded time and, if it had an xid, holds one below the recorded xmax."""
+    cur = await conn.execute("SELECT pg_sequence_last_value('stock_ledger_id_seq'::regclass) AS last_id")
+    last_id = (await cur.fetchone())["last_id"]
+    if last_id is None:
+        return
+    await conn.execute(
+        "UPDATE ledger_checkpoint_horizon SET candidate_id = %s,"
+        " candidate_xmax = pg_snapshot_xmax(pg_current_snapshot()), candidate_at = clock_timestamp()"
+        " WHERE through_id < %s",
+        (last_id, last_id),
+    )

@@ -83,7 +83,7 @@ def reservations_expire(batch_size: int = typer.Option(500, min=1, max=10_000)) 
 @invariants_app.command("check")
 def invariants_check() -> None:
     """reserved == active reservations, 0 <= reserved <= quantity, ledger == stock; exit 1 on drift."""
-    violations = run(_with_service(lambda pool, svc: check_invariants(pool)))
+    violations = run(_with_service(lambda pool, svc: check_invariants(pool, full=True)))
     if violations:
         for row in violations:
             console.print(f"[red]drift[/red] {dict(row)}")

@@ -14,7 +14,9 @@ import pytest
 from google.protobuf import duration_pb2
 from shop.inventory.v1 import inventory_pb2 as pb
 
+from inventory_svc import metrics as inventory_metrics
 from inventory_svc.config import InventorySettings
+from inventory_svc.jobs import check_invariants
 from inventory_svc.model import InsufficientStock, ReserveRequest
 from inventory_svc.service import InventoryService
 from meshkit.db import open_pool
@@ -84,6 +86,105 @@ async def test_invariant_checker_counts_corrupted_reserved(mesh):
             with psycopg.connect(mesh.database_url, autocommit=True) as conn:
                 conn.execute("UPDATE inventory.stock SET reserved = 0 WHERE product_id = %s", (product,))
     await mesh.restart("inventory_svc")
+
+
+async def test_ledger_drift_is_caught_after_the_checkpoint_folded_the_ledger(mesh):
+    """The periodic check sums only the ledger above its checkpoint; a stock row that stops agreeing
+    with its ledger is still counted once the ledger rows behind it live in the checkpoint."""
+    await mesh.start("inventory_svc")
+    product = new_product_id()
+    await stock_product(admin_stub(mesh), product, {1: 10})
+    pool = await open_pool(mesh.database_url, schema="inventory", min_size=1, max_size=2)
+
+    def sql(query: str, *args: object) -> tuple | None:
+        with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+            cur = conn.execute(query, args)
+            return cur.fetchone() if cur.description else None
+
+    def mine(violations: list[dict]) -> list[dict]:
+        return [v for v in violations if v["product_id"] == product]
+
+    try:
+        (received_id,) = sql("SELECT max(id) FROM inventory.stock_ledger WHERE product_id = %s", product)
+        # the first check names the candidate horizon, a later one folds it once nothing older is open
+        through, deadline = 0, time.monotonic() + 60
+        while through < received_id and time.monotonic() < deadline:
+            assert mine(await check_invariants(pool)) == []
+            (through,) = sql("SELECT through_id FROM inventory.ledger_checkpoint_horizon")
+            await asyncio.sleep(0.2)
+        assert through >= received_id
+        assert sql(
+            "SELECT quantity_sum, reserved_sum FROM inventory.ledger_checkpoint"
+            " WHERE product_id = %s AND warehouse_id = 1",
+            product,
+        ) == (10, 0)
+
+        # movements above the checkpoint are added to it: no false alarm
+        await service_stub(mesh).ReserveStock(
+            pb.ReserveStockRequest(owner="u", product_id=product, quantity=3)
+        )
+        assert mine(await check_invariants(pool)) == []
+
+        before = inventory_metrics.inventory_oversell_total._value.get()
+        sql("UPDATE inventory.stock SET quantity = quantity + 5 WHERE product_id = %s", product)
+        try:
+            drift = mine(await check_invariants(pool))
+            assert [
+                (d["quantity"], d["ledger_quantity"], d["reserved"], d["ledger_reserved"]) for d in drift
+            ] == [(15, 10, 3, 3)]
+            assert inventory_metrics.inventory_oversell_total._value.get() > before
+        finally:
+            sql("UPDATE inventory.stock SET quantity = quantity - 5 WHERE product_id = %s", product)
+        assert mine(await check_invariants(pool)) == []
+        assert mine(await check_invariants(pool, full=True)) == []
+    finally:
+        await pool.close()
+
+
+async def test_checkpoint_waits_for_a_ledger_row_that_commits_after_a_higher_id(mesh):
+    """Ledger ids commit out of order: a transaction holding a low id while higher ids commit must
+    keep the checkpoint below its id until it ends, or its row would never be summed."""
+    await mesh.start("inventory_svc")
+    slow, other = new_product_id(), new_product_id()
+    await stock_product(admin_stub(mesh), slow, {1: 10})
+    pool = await open_pool(mesh.database_url, schema="inventory", min_size=1, max_size=2)
+
+    def through_id() -> int:
+        with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+            return conn.execute("SELECT through_id FROM inventory.ledger_checkpoint_horizon").fetchone()[0]
+
+    try:
+        with psycopg.connect(mesh.database_url) as open_tx:  # a receive of 2 units, left uncommitted
+            (low_id,) = open_tx.execute(
+                "INSERT INTO inventory.stock_ledger (product_id, warehouse_id, movement, quantity_delta,"
+                " reserved_delta, actor) VALUES (%s, 1, 'receive', 2, 0, 'test') RETURNING id",
+                (slow,),
+            ).fetchone()
+            open_tx.execute(
+                "UPDATE inventory.stock SET quantity = quantity + 2 WHERE product_id = %s AND warehouse_id = 1",
+                (slow,),
+            )
+            await stock_product(admin_stub(mesh), other, {1: 5})  # higher ledger ids, committed
+            for _ in range(5):
+                await check_invariants(pool)
+                await asyncio.sleep(0.1)
+            assert through_id() < low_id
+            open_tx.commit()
+        with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+            (last_id,) = conn.execute("SELECT max(id) FROM inventory.stock_ledger").fetchone()
+        deadline = time.monotonic() + 60
+        while through_id() < last_id and time.monotonic() < deadline:
+            assert [v for v in await check_invariants(pool) if v["product_id"] in (slow, other)] == []
+            await asyncio.sleep(0.2)
+        assert through_id() >= last_id
+        with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+            folded = conn.execute(
+                "SELECT quantity_sum FROM inventory.ledger_checkpoint WHERE product_id = %s AND warehouse_id = 1",
+                (slow,),
+            ).fetchone()
+        assert folded == (12,)
+    finally:
+        await pool.close()
 
 
 BAD_RESERVES = [
