@@ -15,8 +15,6 @@ import random
 import signal
 import time
 
-import pytest
-
 from tests.fault.history import History
 from tests.fault.scenario import FaultSettings, assert_retried_across, check, final_ops, record
 from tests.fault.servers import ServerControl
@@ -24,17 +22,6 @@ from tests.fault.workload import add_to_cart, fill_carts, make_plan, replay, sta
 from tests.harness import Mesh
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "open issue 11 (order_svc/cart.py): a cart add whose inventory reservation committed but whose "
-        "answer was lost (inventory SIGKILLed, or the gateway's 5 s deadline cancelled the call) is rolled "
-        "back in order_svc; when another add of the same user commits meanwhile, the retry derives a new "
-        "inventory request id from the new cart version, so the first reservation stays active on no cart "
-        "until its TTL (LEAKED, 1-3 per run in 3 of 5 runs); no response-less reset in 5 runs (1,862 "
-        "requests) since the gateway's keep-alive fix"
-    ),
-)
 async def test_no_reservation_is_lost_or_double_counted_across_an_inventory_crash(
     shop: Mesh, history: History, servers: ServerControl, fault_settings: FaultSettings
 ) -> None:
