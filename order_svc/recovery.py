@@ -2,7 +2,9 @@
 
 Runs in every order_svc process, but only the holder of a PostgreSQL advisory lock (LeaderLease
 "order-recovery") works; `RecoverOrders` (and `shopctl orders recover`) runs the same pass on demand.
-Per order it takes the order's database lease first, so it never races a live checkout.
+Per order it takes the order's database lease first (and renews it while it works), so it never
+races a live checkout; and it only considers orders with no step and no lease held for `min_age`, so
+a checkout whose lease renewal came late (busy pool, database restart) is not taken from its driver.
 
 A PENDING order idle for `min_age` is decided by what the payment provider knows, after closing the
 order's payment key (`void`), so no capture can land after the decision:
@@ -16,15 +18,17 @@ The outcome is stored for the key (and written to Valkey), so a later retry repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 from psycopg_pool import AsyncConnectionPool
 
 from meshkit.db import transaction
 from meshkit.errors import DomainError
-from meshkit.idempotency import IdempotencyStore
+from meshkit.idempotency import IdempotencyStore, keep_renewing
 from meshkit.logs import log_event
 from meshkit.outbox import LeaderLease
 from order_svc import cart_store, metrics, store
@@ -107,7 +111,14 @@ class RecoveryJob:
             if not await store.take_lease(conn, order_id, owner, self._settings.idempotency_lease_seconds):
                 return None
         try:
-            outcome = await self._resolve(order_id)
+            # renewed like a checkout's: a retry of the key waits (IN_PROGRESS) instead of driving the
+            # order alongside a recovery that takes longer than one lease (payment or inventory slow)
+            async with keep_renewing(
+                self._renewer(order_id, owner),
+                self._settings.idempotency_lease_seconds / 3,
+                name=f"recovery-lease:{order_id}",
+            ):
+                outcome = await self._resolve(order_id)
         except Superseded:
             return None
         except DomainError as error:  # a peer or the database is away: the next pass retries
@@ -120,10 +131,18 @@ class RecoveryJob:
             return None
         finally:
             async with transaction(self._pool) as conn:
-                await store.clear_lease(conn, order_id, owner)
+                await store.clear_lease(conn, order_id, owner, stamp=False)
         if outcome is not None:
             metrics.checkout_recoveries_total.labels(outcome).inc()
         return outcome
+
+    def _renewer(self, order_id: uuid.UUID, owner: uuid.UUID) -> Callable[[], Awaitable[None]]:
+        async def renew() -> None:
+            with contextlib.suppress(DomainError):
+                async with transaction(self._pool) as conn:
+                    await store.renew_lease(conn, order_id, owner, self._settings.idempotency_lease_seconds)
+
+        return renew
 
     async def _resolve(self, order_id: uuid.UUID) -> str | None:
         async with transaction(self._pool) as conn:

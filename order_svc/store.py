@@ -145,10 +145,14 @@ async def drop_reservations(
 
 
 async def take_lease(conn: AsyncConnection, order_id: uuid.UUID, owner: uuid.UUID, seconds: float) -> bool:
-    """The database half of the processing lease: free, expired, or already ours."""
+    """The database half of the processing lease: free, expired, or already ours.
+
+    A free lease is lease_owner NULL; lease_until then keeps when it was last held (clear_lease), so
+    recovery can tell an order nobody drives from one whose driver just let go or renewed late."""
     cur = await conn.execute(
         "UPDATE orders SET lease_owner = %s, lease_until = now() + make_interval(secs => %s)"
-        " WHERE id = %s AND (lease_until IS NULL OR lease_until < now() OR lease_owner = %s) RETURNING 1",
+        " WHERE id = %s AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until < now()"
+        " OR lease_owner = %s) RETURNING 1",
         (owner, seconds, order_id, owner),
     )
     return await cur.fetchone() is not None
@@ -163,10 +167,16 @@ async def renew_lease(conn: AsyncConnection, order_id: uuid.UUID, owner: uuid.UU
     return await cur.fetchone() is not None
 
 
-async def clear_lease(conn: AsyncConnection, order_id: uuid.UUID, owner: uuid.UUID) -> None:
+async def clear_lease(
+    conn: AsyncConnection, order_id: uuid.UUID, owner: uuid.UUID, *, stamp: bool = True
+) -> None:
+    """Free the lease. `stamp`: keep when it was last held (a driver letting go: recovery then waits
+    its min_age from now); False for recovery's own lease (its next pass may try again at once)."""
     await conn.execute(
-        "UPDATE orders SET lease_owner = NULL, lease_until = NULL WHERE id = %s AND lease_owner = %s",
-        (order_id, owner),
+        "UPDATE orders SET lease_owner = NULL,"
+        " lease_until = CASE WHEN %s THEN least(lease_until, now()) END"
+        " WHERE id = %s AND lease_owner = %s",
+        (stamp, order_id, owner),
     )
 
 
@@ -257,12 +267,15 @@ async def list_orders(
 
 
 async def unfinished_orders(conn: AsyncConnection, *, min_age: dt.timedelta, limit: int) -> list[uuid.UUID]:
-    """Checkouts left PENDING and cancels/refunds left half-done, idle for `min_age`, not leased."""
+    """Checkouts left PENDING and cancels/refunds left half-done, idle for `min_age`: no step and no
+    lease held for that long. A lease that merely lapsed (a renewal late behind a busy pool or a
+    database restart, or a driver that just gave up and whose client is retrying) is not enough: its
+    driver may still be running, and a retry of the same key would then find the order compensated."""
     cur = await conn.execute(
         "SELECT id FROM orders WHERE (status = 'pending' OR transition_to IS NOT NULL)"
-        " AND updated_at < now() - %s AND (lease_until IS NULL OR lease_until < now())"
+        " AND updated_at < now() - %s AND (lease_until IS NULL OR lease_until < now() - %s)"
         " ORDER BY updated_at LIMIT %s",
-        (min_age, limit),
+        (min_age, min_age, limit),
     )
     return [r["id"] for r in await cur.fetchall()]
 

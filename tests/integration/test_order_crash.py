@@ -27,6 +27,7 @@ from tests.integration.order_helpers import (
     orders,
     orders_for_key,
     reason_of,
+    sql,
     start_order_mesh,
     stock_of,
     user_id,
@@ -165,3 +166,39 @@ async def test_recovery_completes_a_checkout_that_crashed_after_payment(mesh):
     stock = await stock_of(mesh, product)
     assert (stock.quantity, stock.reserved) == (3, 0)
     assert list((await carts(mesh, user).GetCart(cart_pb2.GetCartRequest())).cart.items) == []
+
+
+async def test_recovery_leaves_an_order_whose_lease_lapsed_only_moments_ago(mesh):
+    # fault suite (PostgreSQL restarted under load): a checkout's lease renewal came late behind a busy
+    # pool, so its 3 s lease had lapsed while the driver still ran; the order was 30 s old, and the
+    # recovery job compensated it under the running checkout, whose retry then got CHECKOUT_ABANDONED.
+    # Recovery must wait until the order has had no step and no lease for its min_age.
+    user, key = user_id(), new_key()
+    await start_order_mesh(mesh)
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+    await _crash_during_checkout(mesh, "after_order_created", user, key)
+    order_id = await _single_order_id(mesh, user, key)
+    # created an hour ago; its driver renewed the lease until a second ago and was late for the next
+    sql(
+        mesh.database_url,
+        "UPDATE orders.orders SET updated_at = now() - interval '1 hour',"
+        " lease_owner = gen_random_uuid(), lease_until = now() - interval '1 second' WHERE id = %s",
+        order_id,
+    )
+    recover = order_pb2.RecoverOrdersRequest(min_age=duration_pb2.Duration(seconds=30))
+
+    early = await admin_orders(mesh).RecoverOrders(recover)
+
+    assert order_id not in early.compensated_order_ids and order_id not in early.completed_order_ids
+    assert orders_for_key(mesh.database_url, user, key)[0][1] == "pending"
+    # the same order once nothing has held its lease for min_age: recovery takes it
+    sql(
+        mesh.database_url,
+        "UPDATE orders.orders SET lease_until = now() - interval '31 seconds' WHERE id = %s",
+        order_id,
+    )
+    late = await admin_orders(mesh).RecoverOrders(recover)
+    assert order_id in late.compensated_order_ids
+    assert orders_for_key(mesh.database_url, user, key)[0][1] == "failed"
+    assert (await stock_of(mesh, product)).quantity == 5  # nothing was sold
