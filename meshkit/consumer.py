@@ -102,8 +102,7 @@ class DedupConsumer:
                         await asyncio.to_thread(self._report_lag, from_committed=True)
                     raise
                 if batches:
-                    await asyncio.to_thread(self._consumer.commit)
-                    await asyncio.to_thread(self._report_lag)
+                    await asyncio.to_thread(self._commit_and_report_lag)
         finally:
             consumer, self._consumer = self._consumer, None
             if consumer is not None:
@@ -139,6 +138,13 @@ class DedupConsumer:
         finally:
             otel_context.detach(token)
 
+    def _commit_and_report_lag(self) -> None:
+        """After a batch: one hop to the worker thread for both (each hop wakes the event loop)."""
+        consumer = self._consumer
+        if consumer is not None:
+            consumer.commit()
+            self._report_lag()
+
     def _report_lag(self, *, from_committed: bool = False) -> None:
         """Messages behind the log end per topic, over this consumer's partitions. After a batch the
         position is the progress; after a failure only the committed offset is."""
@@ -148,7 +154,15 @@ class DedupConsumer:
         assigned = list(consumer.assignment())
         if not assigned:
             return
-        ends = consumer.end_offsets(assigned)
+        if from_committed:
+            ends = consumer.end_offsets(assigned)
+        else:
+            # each fetch response carries its partitions' high watermark, the end the consumer last
+            # saw: lag without a ListOffsets round trip per batch (what Java's records-lag reports)
+            ends = {tp: consumer.highwater(tp) for tp in assigned}
+            unknown = [tp for tp, end in ends.items() if end is None]
+            if unknown:
+                ends.update(consumer.end_offsets(unknown))
         starts = consumer.beginning_offsets(assigned) if from_committed else {}
         # a subscribed topic none of whose partitions is assigned here any more reads 0, not its old lag
         per_topic: dict[str, int] = dict.fromkeys(self._topics, 0)
