@@ -1,9 +1,15 @@
 """De-duplicating Kafka consumer: each event id is applied once, in the same transaction as its effect.
 
-The handler runs inside a DB transaction that first inserts (consumer, event_id) into
-`processed_events`; a redelivered event hits the primary key and is skipped. Offsets are committed
-to Kafka only after the DB transaction commits, so a crash re-delivers (at least once) and the
-de-duplication makes the effect exactly once.
+Each poll's records are applied in one DB transaction: it first inserts every (consumer, event_id)
+into `processed_events` in one statement, and the handler runs only for the ids that statement
+inserted (a redelivered event hits the primary key and is skipped; an id seen twice in one batch
+runs once). Offsets are committed to Kafka only after that transaction commits, so a crash
+re-delivers (at least once) and the de-duplication makes the effect exactly once. A handler that
+fails rolls the whole batch back; the consumer restarts and meets the same records again.
+
+One transaction per batch instead of per event: an event's own transaction was ~4 round trips and
+most of catalog_svc's consumer CPU under checkout load. Events the consumer has no use for (`select`
+says no, e.g. stock changes to order_svc's expiry consumer) never reach the database at all.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from meshkit.tracing import extract_context
 log = logging.getLogger("meshkit.consumer")
 
 Handler = Callable[[psycopg.AsyncConnection, ConsumerRecord], Awaitable[None]]
+# True when the handler has an effect for the record; False records are counted "ignored" and
+# skipped without a transaction (nothing to make exactly-once). May raise on an unreadable record.
+Selector = Callable[[ConsumerRecord], bool]
 
 # How long the broker holds an empty fetch and one poll() waits. An event is still delivered as soon
 # as it is written (fetch_min_bytes=1 answers the held fetch at once); what this sets is how often an
@@ -58,12 +67,14 @@ class DedupConsumer:
         handler: Handler,
         consumer_name: str | None = None,
         auto_offset_reset: str = "earliest",
+        select: Selector | None = None,
     ) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
         self._group = group_id
         self._pool = pool
         self._handler = handler
+        self._select = select
         self._name = consumer_name or group_id
         self._reset = auto_offset_reset
         self._consumer: KafkaConsumer | None = None
@@ -91,9 +102,9 @@ class DedupConsumer:
                     self._consumer = await asyncio.to_thread(self._build)
                 batches = await asyncio.to_thread(self._consumer.poll, IDLE_WAIT_MS)
                 try:
-                    for _tp, records in batches.items():
-                        for record in records:
-                            await self._apply(record)
+                    records = [record for part in batches.values() for record in part]
+                    if records:
+                        await self._apply_batch(records)
                 except Exception:
                     # a failing event stops this consumer and it meets the event again after its
                     # restart: report the lag from the committed offsets, or the gauge (and the
@@ -108,11 +119,43 @@ class DedupConsumer:
             if consumer is not None:
                 await asyncio.to_thread(consumer.close)
 
-    async def _apply(self, record: ConsumerRecord) -> None:
-        event_id = event_id_of(record)
-        if event_id is None:
-            log.warning("event without event-id header skipped", extra={"topic": record.topic})
+    async def _apply_batch(self, records: list[ConsumerRecord]) -> None:
+        wanted: list[tuple[uuid.UUID, ConsumerRecord]] = []
+        ignored = 0
+        for record in records:
+            event_id = event_id_of(record)
+            if event_id is None:
+                log.warning("event without event-id header skipped", extra={"topic": record.topic})
+                continue
+            if self._select is not None and not self._select(record):
+                ignored += 1
+                continue
+            wanted.append((event_id, record))
+        counter = metrics.kafka_events_consumed_total
+        if ignored:
+            counter.labels(self._group, "ignored").inc(ignored)
+        if not wanted:
             return
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO processed_events (consumer, event_id) SELECT %s, unnest(%s::uuid[])"
+                " ON CONFLICT DO NOTHING RETURNING event_id",
+                (self._name, [event_id for event_id, _ in wanted]),
+            )
+            fresh = {row["event_id"] for row in await cur.fetchall()}
+            applied = 0
+            for event_id, record in wanted:
+                if event_id not in fresh:
+                    continue
+                fresh.discard(event_id)  # the same id twice in one batch: the first one applies
+                await self._apply(conn, record)
+                applied += 1
+        if applied:
+            counter.labels(self._group, "applied").inc(applied)
+        if len(wanted) > applied:
+            counter.labels(self._group, "duplicate").inc(len(wanted) - applied)
+
+    async def _apply(self, conn: psycopg.AsyncConnection, record: ConsumerRecord) -> None:
         token = otel_context.attach(extract_context(record.headers))
         try:
             with self._tracer.start_as_current_span(
@@ -124,17 +167,7 @@ class DedupConsumer:
                     "messaging.consumer.group.name": self._group,
                 },
             ):
-                async with self._pool.connection() as conn, conn.transaction():
-                    cur = await conn.execute(
-                        "INSERT INTO processed_events (consumer, event_id) VALUES (%s, %s)"
-                        " ON CONFLICT DO NOTHING RETURNING event_id",
-                        (self._name, event_id),
-                    )
-                    if await cur.fetchone() is None:
-                        metrics.kafka_events_consumed_total.labels(self._group, "duplicate").inc()
-                        return
-                    await self._handler(conn, record)
-                metrics.kafka_events_consumed_total.labels(self._group, "applied").inc()
+                await self._handler(conn, record)
         finally:
             otel_context.detach(token)
 

@@ -46,7 +46,9 @@ kafka_consumer_lag = Gauge(
     "kafka_consumer_lag", "Messages behind the log end, per consumer group and topic.", ["group", "topic"]
 )
 kafka_events_consumed_total = Counter(
-    "kafka_events_consumed_total", "Events consumed, by outcome (applied/duplicate).", ["group", "outcome"]
+    "kafka_events_consumed_total",
+    "Events consumed, by outcome (applied/duplicate/ignored: nothing to do for this consumer).",
+    ["group", "outcome"],
 )
 db_pool_saturation = Gauge("db_pool_saturation", "Share of the DB pool in use (0..1).", ["service"])
 db_pool_waiting = Gauge("db_pool_waiting", "Requests waiting for a DB connection.", ["service"])

@@ -22,7 +22,7 @@ from order_svc.cart import CartService
 from order_svc.cart_cache import CartCache
 from order_svc.checkout import CheckoutService
 from order_svc.config import OrderSettings
-from order_svc.consumers import ReservationExpiryHandler
+from order_svc.consumers import ReservationExpiryHandler, is_reservation_expired
 from order_svc.failpoints import Failpoints
 from order_svc.lifecycle import OrderLifecycle
 from order_svc.payments import build_provider
@@ -119,6 +119,7 @@ def make_setup(settings: OrderSettings) -> Setup:
             consumer_name="order_svc.reservation-expiry",
             pool=runtime.pool,
             handler=ReservationExpiryHandler(app.cache),
+            select=is_reservation_expired,
         )
         runtime.spawn("inventory-events-consumer", consumer.run)
         if settings.recovery_enabled:

@@ -16,6 +16,11 @@ from order_svc import cart_store
 from order_svc.cart_cache import CartCache
 
 
+def is_reservation_expired(record: ConsumerRecord) -> bool:
+    """Only lapsed reservations touch carts; the topic's stock changes skip the database."""
+    return events_pb2.InventoryEvent.FromString(record.value).WhichOneof("payload") == "reservation_expired"
+
+
 class ReservationExpiryHandler:
     def __init__(self, cache: CartCache) -> None:
         self._cache = cache
