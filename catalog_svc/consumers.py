@@ -60,19 +60,20 @@ class Indexer:
             metrics.index_events_total.labels("inventory", "ignored").inc()
             return
         level = event.stock_level_changed
-        changed = await index_store.apply_stock_level(
+        applied = await index_store.apply_stock_level(
             conn,
             product_id=event.product_id,
             in_stock=level.in_stock,
             available=level.available,
             version=event.version,
         )
-        if changed:
-            await index_store.mark_dirty(conn, [event.product_id])
-            metrics.index_events_total.labels("inventory", "applied").inc()
-            self._wake.set()
-        else:
+        if applied is index_store.StockApplied.STALE:
             metrics.index_events_total.labels("inventory", "stale").inc()
+            return
+        metrics.index_events_total.labels("inventory", "applied").inc()
+        if applied is index_store.StockApplied.REINDEX:
+            await index_store.mark_dirty(conn, [event.product_id])
+            self._wake.set()
 
 
 class IndexSync:

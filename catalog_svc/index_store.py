@@ -9,6 +9,7 @@ topics cannot leave an old state in the index.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Sequence
 
 from psycopg import AsyncConnection
@@ -16,21 +17,35 @@ from psycopg import AsyncConnection
 from catalog_svc.model import Product
 from catalog_svc.store import PRODUCT_COLUMNS, PRODUCT_FROM, product_of
 
-IndexRow = tuple[Product, bool, int]  # product, in_stock, inventory version
+IndexRow = tuple[Product, bool, int]  # product, in_stock, inventory version of that in_stock
+
+
+class StockApplied(enum.Enum):
+    STALE = "stale"  # an event at or below the version already applied: nothing changed
+    RECORDED = "recorded"  # newer, same in_stock: stock_status updated, the document stays
+    REINDEX = "reindex"  # in_stock changed (or first seen): the document must be rewritten
 
 
 async def apply_stock_level(
     conn: AsyncConnection, *, product_id: int, in_stock: bool, available: int, version: int
-) -> bool:
-    """Record a StockLevelChanged unless a newer one was applied; True when it changed the row."""
+) -> StockApplied:
+    """Record a StockLevelChanged unless a newer one was applied. The document needs rewriting only
+    when in_stock changed (or the product had no stock row): in_stock_version moves only then."""
     cur = await conn.execute(
-        "INSERT INTO stock_status (product_id, in_stock, available, version) VALUES (%s, %s, %s, %s)"
+        "INSERT INTO stock_status (product_id, in_stock, available, version, in_stock_version)"
+        " VALUES (%(id)s, %(in_stock)s, %(available)s, %(version)s, %(version)s)"
         " ON CONFLICT (product_id) DO UPDATE SET in_stock = EXCLUDED.in_stock,"
-        " available = EXCLUDED.available, version = EXCLUDED.version, updated_at = now()"
-        " WHERE stock_status.version < EXCLUDED.version RETURNING product_id",
-        (product_id, in_stock, available, version),
+        " available = EXCLUDED.available, version = EXCLUDED.version, updated_at = now(),"
+        " in_stock_version = CASE WHEN stock_status.in_stock = EXCLUDED.in_stock"
+        " THEN stock_status.in_stock_version ELSE EXCLUDED.version END"
+        " WHERE stock_status.version < EXCLUDED.version"
+        " RETURNING in_stock_version = version AS reindex",
+        {"id": product_id, "in_stock": in_stock, "available": available, "version": version},
     )
-    return await cur.fetchone() is not None
+    row = await cur.fetchone()
+    if row is None:
+        return StockApplied.STALE
+    return StockApplied.REINDEX if row["reindex"] else StockApplied.RECORDED
 
 
 async def apply_catalog_version(conn: AsyncConnection, *, product_id: int, version: int) -> bool:
@@ -85,7 +100,7 @@ async def dirty_count(conn: AsyncConnection) -> int:
 async def index_rows(conn: AsyncConnection, product_ids: Sequence[int]) -> list[IndexRow]:
     cur = await conn.execute(
         f"SELECT {PRODUCT_COLUMNS}, coalesce(s.in_stock, false) AS in_stock,"
-        f" coalesce(s.version, 0) AS inventory_version"
+        f" coalesce(s.in_stock_version, 0) AS inventory_version"
         f" FROM {PRODUCT_FROM} LEFT JOIN stock_status s ON s.product_id = p.id WHERE p.id = ANY(%s)",
         (list(product_ids),),
     )
@@ -96,7 +111,7 @@ async def index_rows_after(conn: AsyncConnection, after_id: int, limit: int) -> 
     """Every product (active or not) with id > after_id, ascending: the reindex/reconcile scan."""
     cur = await conn.execute(
         f"SELECT {PRODUCT_COLUMNS}, coalesce(s.in_stock, false) AS in_stock,"
-        f" coalesce(s.version, 0) AS inventory_version"
+        f" coalesce(s.in_stock_version, 0) AS inventory_version"
         f" FROM {PRODUCT_FROM} LEFT JOIN stock_status s ON s.product_id = p.id"
         f" WHERE p.id > %s ORDER BY p.id LIMIT %s",
         (after_id, limit),

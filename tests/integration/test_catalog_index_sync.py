@@ -113,31 +113,59 @@ async def test_stock_change_through_inventory_flips_in_stock_in_the_index(mesh, 
 
 
 async def test_stale_stock_events_are_ignored(mesh, world):
-    """Events for one product are applied by version, not by arrival: an older one changes nothing."""
+    """Events for one product are applied by version, not by arrival: an older one changes nothing.
+    The document is rewritten only when in_stock changes; its inventory_version is the version of
+    that change, so a sale that leaves the product in stock costs no OpenSearch write."""
     item = world.items[-1]  # only this test sends hand-made inventory events for it
     alias = alias_of(mesh)
     topic = mesh.topics["SHOPMESH_TOPIC_INVENTORY_EVENTS"]
     bootstrap = mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"]
     key = str(item.product_id)
     base = 1_000_000
+
+    def stock_row():
+        return catalog_sql(
+            mesh.database_url,
+            "SELECT in_stock, available, version, in_stock_version FROM catalog.stock_status"
+            " WHERE product_id = %s",
+            (item.product_id,),
+        )
+
     ids = produce(bootstrap, topic, [(key, stock_event(item.product_id, version=base, available=0))])
     await consumed(mesh, ids)
-    await eventually(lambda: _doc_matches(alias, item.product_id, in_stock=False, inventory_version=base))
+    [(in_stock, available, version, out_since)] = stock_row()
+    assert (in_stock, available, version) == (False, 0, base)
+    # out of stock since `base`, or since an earlier event if it already was
+    assert out_since <= base
+    await eventually(
+        lambda: _doc_matches(alias, item.product_id, in_stock=False, inventory_version=out_since)
+    )
 
     stale = produce(bootstrap, topic, [(key, stock_event(item.product_id, version=base - 1, available=9))])
     await consumed(mesh, stale)
-    rows = catalog_sql(
-        mesh.database_url,
-        "SELECT in_stock, available, version FROM catalog.stock_status WHERE product_id = %s",
-        (item.product_id,),
-    )
-    assert rows == [(False, 0, base)]
+    assert stock_row() == [(False, 0, base, out_since)]
     await asyncio.sleep(1.5)  # a wrongly applied event would be indexed within the sync interval
-    assert await _doc_matches(alias, item.product_id, in_stock=False, inventory_version=base)
+    assert await _doc_matches(alias, item.product_id, in_stock=False, inventory_version=out_since)
 
     newer = produce(bootstrap, topic, [(key, stock_event(item.product_id, version=base + 1, available=2))])
     await consumed(mesh, newer)
     await eventually(lambda: _doc_matches(alias, item.product_id, in_stock=True, inventory_version=base + 1))
+
+    # still in stock, only the count moves: recorded, the document is left alone (a rewrite, even
+    # of identical content, would take a new sequence number)
+    written = _seq_no(alias, item.product_id)
+    sale = produce(bootstrap, topic, [(key, stock_event(item.product_id, version=base + 2, available=7))])
+    await consumed(mesh, sale)
+    assert stock_row() == [(True, 7, base + 2, base + 1)]
+    await asyncio.sleep(1.5)
+    assert _seq_no(alias, item.product_id) == written
+    assert await _doc_matches(alias, item.product_id, in_stock=True, inventory_version=base + 1)
+
+
+def _seq_no(alias: str, product_id: int) -> int:
+    return (
+        httpx.get(f"{OPENSEARCH}/{alias}/_doc/{product_id}", timeout=5).raise_for_status().json()["_seq_no"]
+    )
 
 
 async def _doc_matches(alias: str, product_id: int, **fields) -> bool:
