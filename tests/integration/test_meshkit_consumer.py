@@ -88,21 +88,27 @@ async def test_each_event_id_applies_once_and_refused_records_skip_the_database(
         handler=handler,
         select=lambda record: record.value.startswith(b"keep:"),
     )
-    task = asyncio.create_task(consumer.run())
-    try:
+    async with _running(consumer):
         await _until(lambda: _count(schema_pool, "effects", 2))
         # a redelivery later (a producer retry, a replayed partition): still no second effect
         await asyncio.to_thread(_produce, bootstrap, topic, [(a, b"keep:a"), (uuid.uuid4(), b"keep:c")])
         await _until(lambda: _count(schema_pool, "effects", 3))
         await asyncio.sleep(1.0)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     effects = sorted(value for _, value in await _rows(schema_pool, "SELECT event_id, value FROM effects"))
     assert effects == ["keep:a", "keep:b", "keep:c"]
     recorded = {row[0] for row in await _rows(schema_pool, "SELECT event_id FROM processed_events")}
     assert a in recorded and b in recorded and skip not in recorded
+
+
+@contextlib.asynccontextmanager
+async def _running(consumer: DedupConsumer):
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _count(pool, table: str, want: int) -> bool:
@@ -141,14 +147,9 @@ async def test_a_failing_handler_rolls_back_its_batch_and_a_restart_applies_it_e
     assert "v4" not in before and len(before) == len(set(before))
 
     failing["armed"] = False
-    task = asyncio.create_task(consumer().run())
-    try:
+    async with _running(consumer()):
         await _until(lambda: _count(schema_pool, "effects", 6))
         await asyncio.sleep(1.0)
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
     after = sorted(value for _, value in await _rows(schema_pool, "SELECT event_id, value FROM effects"))
     assert after == [f"v{i}" for i in range(6)]
     [(recorded,)] = await _rows(schema_pool, "SELECT count(*) FROM processed_events")
