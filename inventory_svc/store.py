@@ -43,6 +43,46 @@ async def reserve_batch(
     return await cur.fetchall()
 
 
+async def commit_order(
+    conn: AsyncConnection,
+    *,
+    order_id: str,
+    reservation_ids: Sequence[uuid.UUID],
+    actor: str,
+    topic: str,
+    headers: dict[str, str],
+) -> list[Row]:
+    """The whole commit in one statement (inventory.commit_order): rows with an `outcome` each."""
+    cur = await conn.execute(
+        "SELECT * FROM commit_order(%s, %s, %s, %s, %s)",
+        (order_id, list(reservation_ids), actor, topic, json.dumps(headers)),
+        prepare=True,
+    )
+    return await cur.fetchall()
+
+
+async def restock_order(
+    conn: AsyncConnection, *, order_id: str, reason: str, actor: str, topic: str, headers: dict[str, str]
+) -> Row:
+    """The whole restock in one statement (inventory.restock_order): its outcome and units."""
+    cur = await conn.execute(
+        "SELECT * FROM restock_order(%s, %s, %s, %s, %s)",
+        (order_id, reason, actor, topic, json.dumps(headers)),
+        prepare=True,
+    )
+    return await cur.fetchone()
+
+
+async def extend_and_get_reservations(
+    conn: AsyncConnection, reservation_ids: Sequence[uuid.UUID], ttl_seconds: float
+) -> list[Row]:
+    """Extend the active ones (never shortening) and read them all back, in one statement."""
+    cur = await conn.execute(
+        "SELECT * FROM extend_reservations(%s, %s)", (list(reservation_ids), ttl_seconds), prepare=True
+    )
+    return await cur.fetchall()
+
+
 async def list_warehouses(conn: AsyncConnection) -> list[Row]:
     cur = await conn.execute("SELECT id, code, name, priority FROM warehouses ORDER BY priority, id")
     return await cur.fetchall()
@@ -216,58 +256,6 @@ async def set_reservation(
         (status, quantity, order_id, reservation_id),
     )
     return await cur.fetchone()
-
-
-async def extend_reservations(
-    conn: AsyncConnection, reservation_ids: Sequence[uuid.UUID], ttl_seconds: float
-) -> None:
-    await conn.execute(
-        "UPDATE reservations SET expires_at = greatest(expires_at, now() + make_interval(secs => %s)),"
-        " updated_at = now() WHERE id = ANY(%s) AND status = 'active'",
-        (ttl_seconds, list(reservation_ids)),
-    )
-
-
-async def claim_order_commit(conn: AsyncConnection, order_id: str) -> bool:
-    cur = await conn.execute(
-        "INSERT INTO order_commits (order_id) VALUES (%s) ON CONFLICT DO NOTHING RETURNING 1", (order_id,)
-    )
-    return await cur.fetchone() is not None
-
-
-async def committed_reservations(conn: AsyncConnection, order_id: str) -> list[Row]:
-    cur = await conn.execute(
-        "SELECT id, owner, product_id, warehouse_id, quantity, status, expires_at, order_id, created_at"
-        " FROM reservations WHERE order_id = %s AND status = 'committed' ORDER BY product_id, warehouse_id",
-        (order_id,),
-    )
-    return await cur.fetchall()
-
-
-async def claim_order_restock(conn: AsyncConnection, order_id: str) -> Row | None:
-    """Locks the order's commit record. Returns None when the order was never committed."""
-    cur = await conn.execute(
-        "SELECT order_id, restocked_at, restocked_quantity FROM order_commits WHERE order_id = %s FOR UPDATE",
-        (order_id,),
-    )
-    return await cur.fetchone()
-
-
-async def mark_restocked(conn: AsyncConnection, order_id: str, quantity: int) -> None:
-    await conn.execute(
-        "UPDATE order_commits SET restocked_at = now(), restocked_quantity = %s WHERE order_id = %s",
-        (quantity, order_id),
-    )
-
-
-async def record_restock_without_commit(conn: AsyncConnection, order_id: str) -> bool:
-    """An order restocked before (or without) any commit: remember it so a late commit is refused."""
-    cur = await conn.execute(
-        "INSERT INTO order_commits (order_id, restocked_at, restocked_quantity) VALUES (%s, now(), 0)"
-        " ON CONFLICT DO NOTHING RETURNING 1",
-        (order_id,),
-    )
-    return await cur.fetchone() is not None
 
 
 async def take_expired(conn: AsyncConnection, limit: int) -> list[Row]:
