@@ -24,18 +24,10 @@ BEGIN
 END;
 $$;
 
--- A varint field; proto3 leaves a zero value out.
-CREATE FUNCTION pb_varint_field(field INT, v BIGINT) RETURNS BYTEA
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN CASE WHEN v = 0 THEN '\x'::BYTEA ELSE pb_varint(field::BIGINT << 3) || pb_varint(v) END;
-
--- A length-delimited field (string, bytes, embedded message), always written: a message field has
--- presence (an empty oneof member must still select its case).
-CREATE FUNCTION pb_len_field(field INT, v BYTEA) RETURNS BYTEA
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-RETURN pb_varint((field::BIGINT << 3) | 2) || pb_varint(length(v)) || v;
-
--- shop.events.v1.InventoryEvent with a StockLevelChanged payload (events.proto field numbers).
+-- shop.events.v1.InventoryEvent with a StockLevelChanged payload (events.proto field numbers), as
+-- SerializeToString writes it: fields in number order, zero scalars left out, the message fields
+-- (occurred_at, the oneof member) always present. One function with constant tags: a SQL wrapper
+-- per field was not inlined and cost ~35 us per event, this ~14 us (jsonb_build_object: ~7 us).
 CREATE FUNCTION stock_level_changed_event(
     p_event_id     UUID,
     p_product_id   BIGINT,
@@ -48,21 +40,27 @@ CREATE FUNCTION stock_level_changed_event(
 ) RETURNS BYTEA
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path FROM CURRENT AS $$
 DECLARE
-    v_epoch   NUMERIC := extract(epoch FROM p_occurred_at);
-    seconds   BIGINT := floor(v_epoch)::BIGINT;
-    available BIGINT := p_quantity - p_reserved;
+    v_epoch     NUMERIC := extract(epoch FROM p_occurred_at);
+    v_seconds   BIGINT := floor(v_epoch)::BIGINT;
+    v_nanos     BIGINT := ((v_epoch - v_seconds) * 1000000000)::BIGINT;
+    v_available BIGINT := p_quantity - p_reserved;
+    v_time      BYTEA := '\x'::BYTEA;
+    v_change    BYTEA := '\x'::BYTEA;
+    v_event     BYTEA := '\x0a24'::BYTEA || convert_to(p_event_id::TEXT, 'UTF8');  -- 1: 36 chars
 BEGIN
-    RETURN pb_len_field(1, convert_to(p_event_id::TEXT, 'UTF8'))
-        || pb_varint_field(2, p_product_id)
-        || pb_varint_field(3, p_version)
-        || pb_len_field(4, pb_varint_field(1, seconds)
-                           || pb_varint_field(2, ((v_epoch - seconds) * 1000000000)::BIGINT))
-        || pb_len_field(10, pb_varint_field(1, available)
-                            || pb_varint_field(2, (available > 0)::INT)
-                            || pb_varint_field(3, p_quantity)
-                            || pb_varint_field(4, p_reserved)
-                            || pb_varint_field(5, p_movement)
-                            || pb_varint_field(6, p_warehouse_id));
+    IF v_seconds <> 0 THEN v_time := '\x08'::BYTEA || pb_varint(v_seconds); END IF;
+    IF v_nanos <> 0 THEN v_time := v_time || '\x10'::BYTEA || pb_varint(v_nanos); END IF;
+    IF v_available <> 0 THEN v_change := '\x08'::BYTEA || pb_varint(v_available); END IF;
+    IF v_available > 0 THEN v_change := v_change || '\x1001'::BYTEA; END IF;  -- in_stock
+    IF p_quantity <> 0 THEN v_change := v_change || '\x18'::BYTEA || pb_varint(p_quantity); END IF;
+    IF p_reserved <> 0 THEN v_change := v_change || '\x20'::BYTEA || pb_varint(p_reserved); END IF;
+    IF p_movement <> 0 THEN v_change := v_change || '\x28'::BYTEA || pb_varint(p_movement); END IF;
+    IF p_warehouse_id <> 0 THEN v_change := v_change || '\x30'::BYTEA || pb_varint(p_warehouse_id); END IF;
+    IF p_product_id <> 0 THEN v_event := v_event || '\x10'::BYTEA || pb_varint(p_product_id); END IF;
+    IF p_version <> 0 THEN v_event := v_event || '\x18'::BYTEA || pb_varint(p_version); END IF;
+    RETURN v_event
+        || '\x22'::BYTEA || pb_varint(length(v_time)) || v_time        -- 4: occurred_at
+        || '\x52'::BYTEA || pb_varint(length(v_change)) || v_change;   -- 10: stock_level_changed
 END;
 $$;
 

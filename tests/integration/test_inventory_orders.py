@@ -1,6 +1,6 @@
-"""Inventory's order-facing calls as single statements (commit_order, restock_order,
-extend_reservations), against real PostgreSQL over real gRPC: outcomes, refusals that change
-nothing, a restock racing a commit, and the protobuf events the stored functions write."""
+"""Inventory's stored functions (commit_order, restock_order, extend_reservations, reserve_batch's
+event) against real PostgreSQL over real gRPC: outcomes, refusals that change nothing, a restock
+racing a commit, and the protobuf events the functions write."""
 
 from __future__ import annotations
 
@@ -258,3 +258,18 @@ async def test_extend_lengthens_active_reservations_only_and_answers_all(invento
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await svc.ExtendReservations(pb.ExtendReservationsRequest(reservation_ids=[str(uuid.uuid4())]))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_reserve_batch_writes_its_event_as_protobuf_with_the_batch_totals(inventory):
+    admin, svc = admin_stub(inventory), service_stub(inventory)
+    product = new_product_id()
+    await stock_product(admin, product, {1: 3, 2: 4})
+    await asyncio.gather(*(_reserve(svc, product, 2, owner=f"u{i}") for i in range(3)))
+    rows = _outbox(inventory.database_url, product)[2:]  # after the two receives
+    events = [events_pb2.InventoryEvent.FromString(bytes(r["payload"])) for r in rows]
+    assert all(r["payload_json"] is None for r in rows)
+    assert [e.version for e in events] == list(range(3, 3 + len(events)))
+    assert all(e.event_id == str(r["event_id"]) for e, r in zip(events, rows, strict=True))
+    last = events[-1].stock_level_changed
+    assert (last.quantity, last.reserved, last.available, last.in_stock) == (7, 6, 1, True)
+    assert {e.stock_level_changed.movement for e in events} == {events_pb2.STOCK_MOVEMENT_RESERVE}
