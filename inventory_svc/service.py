@@ -36,7 +36,7 @@ from inventory_svc.model import (
     validate_ttl,
 )
 from meshkit.audit import audit
-from meshkit.context import current_principal
+from meshkit.context import current_principal, request_id_var
 from meshkit.db import connection, transaction
 from meshkit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 from meshkit.outbox import add_event
@@ -154,9 +154,8 @@ class InventoryService:
     async def extend(self, reservation_ids: Sequence[str], ttl: dt.timedelta | None) -> list[Reservation]:
         ids = _parse_ids(reservation_ids)
         ttl = validate_ttl(ttl, self._default_ttl)
-        async with transaction(self._pool) as conn:
-            await store.extend_reservations(conn, ids, ttl.total_seconds())
-            rows = await store.get_reservations(conn, ids)
+        async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
+            rows = await store.extend_and_get_reservations(conn, ids, ttl.total_seconds())
         _require_all_found(ids, rows)
         by_id = {row["id"]: row for row in rows}
         return [_reservation(by_id[i]) for i in ids]
@@ -215,99 +214,47 @@ class InventoryService:
         return _reservation(updated)
 
     async def commit(self, order_id: str, reservation_ids: Sequence[str]) -> tuple[list[Reservation], bool]:
-        """Reserved -> sold for an order. Idempotent by order id (a repeat returns the first result)."""
+        """Reserved -> sold for an order. Idempotent by order id (a repeat returns the first result).
+
+        One statement (inventory.commit_order, which documents its locking): claim the order, lock
+        and check the reservations, mark them committed, write ledger rows, lock the stock rows in
+        key order and apply the sale, and write one stock event per product."""
         order_id = validate_order_id(order_id)
         ids = _parse_ids(reservation_ids)
-        async with transaction(self._pool) as conn:
-            if not await store.claim_order_commit(conn, order_id):
-                record = await store.claim_order_restock(conn, order_id)
-                if record is not None and record["restocked_at"] is not None:
-                    raise DomainError(f"order {order_id} was already restocked", reason="ORDER_RESTOCKED")
-                rows = await store.committed_reservations(conn, order_id)
-                return [_reservation(r) for r in rows], True
-            rows = await store.lock_reservations(conn, ids)
-            _require_all_found(ids, rows)
-            not_active = [str(r["id"]) for r in rows if r["status"] != ReservationStatus.ACTIVE]
-            if not_active:
-                raise ReservationNotActive(not_active)
-            ordered = sorted(rows, key=lambda r: (r["product_id"], r["warehouse_id"]))
-            # reservations and ledger first: they lock nothing a reserve batch waits on, so the stock
-            # rows are locked only for the last few pipelined statements before the commit
-            committed = []
-            async with conn.pipeline():
-                for row in ordered:
-                    committed.append(
-                        await store.set_reservation(
-                            conn, row["id"], status=ReservationStatus.COMMITTED, order_id=order_id
-                        )
-                    )
-                    await store.add_ledger(
-                        conn,
-                        product_id=row["product_id"],
-                        warehouse_id=row["warehouse_id"],
-                        movement=Movement.COMMIT,
-                        quantity_delta=-row["quantity"],
-                        reserved_delta=-row["quantity"],
-                        reservation_id=row["id"],
-                        order_id=order_id,
-                        actor=_actor(),
-                    )
-            await store.lock_stock(conn, [(r["product_id"], r["warehouse_id"]) for r in rows])
-            async with conn.pipeline():
-                for row in ordered:
-                    await store.change_stock(
-                        conn,
-                        product_id=row["product_id"],
-                        warehouse_id=row["warehouse_id"],
-                        quantity_delta=-row["quantity"],
-                        reserved_delta=-row["quantity"],
-                    )
-                for product_id in sorted({r["product_id"] for r in rows}):
-                    await self._emit_stock_event(conn, product_id, Movement.COMMIT)
-        return [_reservation(r) for r in committed], False
+        async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
+            rows = await store.commit_order(
+                conn,
+                order_id=order_id,
+                reservation_ids=ids,
+                actor=_actor(),
+                topic=self._topic,
+                headers=_event_headers(),
+            )
+        outcome = rows[0]["outcome"] if rows else "already"
+        if outcome == "restocked":
+            raise DomainError(f"order {order_id} was already restocked", reason="ORDER_RESTOCKED")
+        if outcome == "not_found":
+            raise _not_found([str(r["id"]) for r in rows])
+        if outcome == "not_active":
+            raise ReservationNotActive([str(r["id"]) for r in rows])
+        return [_reservation(r) for r in rows], outcome == "already"
 
     async def restock(self, order_id: str, *, reason: str = "") -> tuple[int, bool]:
-        """Sold -> back on hand for a cancelled/refunded order. Idempotent by order id."""
+        """Sold -> back on hand for a cancelled/refunded order. Idempotent by order id.
+
+        One statement (inventory.restock_order). An order never committed is recorded as restocked
+        with nothing to restock, so a late commit for it is refused."""
         order_id = validate_order_id(order_id)
-        async with transaction(self._pool) as conn:
-            record = await store.claim_order_restock(conn, order_id)
-            if record is None:
-                # nothing was committed; remember it so a late commit for this order is refused
-                await store.record_restock_without_commit(conn, order_id)
-                return 0, False
-            if record["restocked_at"] is not None:
-                return int(record["restocked_quantity"] or 0), True
-            rows = await store.committed_reservations(conn, order_id)
-            total = sum(row["quantity"] for row in rows)
-            # ledger and the order's record first, the stock rows (which reserve batches wait on) last
-            async with conn.pipeline():
-                for row in rows:
-                    await store.add_ledger(
-                        conn,
-                        product_id=row["product_id"],
-                        warehouse_id=row["warehouse_id"],
-                        movement=Movement.RESTOCK,
-                        quantity_delta=row["quantity"],
-                        reserved_delta=0,
-                        reservation_id=row["id"],
-                        order_id=order_id,
-                        reason=reason[:200] or None,
-                        actor=_actor(),
-                    )
-                await store.mark_restocked(conn, order_id, total)
-            await store.lock_stock(conn, [(r["product_id"], r["warehouse_id"]) for r in rows])
-            async with conn.pipeline():
-                for row in rows:
-                    await store.change_stock(
-                        conn,
-                        product_id=row["product_id"],
-                        warehouse_id=row["warehouse_id"],
-                        quantity_delta=row["quantity"],
-                        reserved_delta=0,
-                    )
-                for product_id in sorted({r["product_id"] for r in rows}):
-                    await self._emit_stock_event(conn, product_id, Movement.RESTOCK)
-        return total, False
+        async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
+            row = await store.restock_order(
+                conn,
+                order_id=order_id,
+                reason=reason,
+                actor=_actor(),
+                topic=self._topic,
+                headers=_event_headers(),
+            )
+        return int(row["quantity"]), row["outcome"] == "already"
 
     # ---- stock --------------------------------------------------------------------------------
     async def change_stock(
@@ -471,6 +418,16 @@ class InventoryService:
         await self._emit_stock_event(conn, product_id, movement)
 
 
+def _event_headers() -> dict[str, str]:
+    """The headers meshkit.outbox.prepare_event gives an event, less its id and type, which the
+    stored functions add per event: trace context and the request id."""
+    headers = inject_headers()
+    request_id = request_id_var.get()
+    if request_id:
+        headers["request-id"] = request_id
+    return headers
+
+
 def _validate_request_id(request_id: str) -> str:
     request_id = request_id.strip()
     if len(request_id) > 64:
@@ -490,11 +447,15 @@ def _require_all_found(ids: Sequence[uuid.UUID], rows: Sequence[dict[str, Any]])
     found = {row["id"] for row in rows}
     missing = [str(i) for i in ids if i not in found]
     if missing:
-        raise NotFound(
-            f"reservation_ids: unknown reservations {', '.join(missing)}",
-            reason="RESERVATION_NOT_FOUND",
-            metadata={"reservation_ids": ",".join(missing)},
-        )
+        raise _not_found(missing)
+
+
+def _not_found(missing: Sequence[str]) -> NotFound:
+    return NotFound(
+        f"reservation_ids: unknown reservations {', '.join(missing)}",
+        reason="RESERVATION_NOT_FOUND",
+        metadata={"reservation_ids": ",".join(missing)},
+    )
 
 
 async def _same_request(conn: AsyncConnection, request_id: str, operation: str) -> None:

@@ -268,3 +268,31 @@ async def test_access_rules_come_from_the_proto(mesh):
                 metadata=[("roles", "admin")],
             )
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_owners_and_request_ids_reach_the_database_exactly_as_sent(mesh):
+    """reserve_batch's arrays are sent as array literals built in store.py: quoting must hold for
+    any string (quotes, backslashes, braces, commas, spaces, the word NULL, non-ASCII)."""
+    await mesh.start("inventory_svc")
+    product = new_product_id()
+    await stock_product(admin_stub(mesh), product, {1: 50})
+    owners = ['a"b', "c\\d", "{e,f}", " g ", "NULL", 'h\\"i', "ü ß 日本", "j'k", ",", '\\"']
+    replies = await asyncio.gather(
+        *(
+            service_stub(mesh).ReserveStock(
+                pb.ReserveStockRequest(owner=o, product_id=product, quantity=1, request_id=f"{o}-{i}")
+            )
+            for i, o in enumerate(owners)
+        )
+    )
+    with psycopg.connect(mesh.database_url) as conn:
+        stored = dict(
+            conn.execute(
+                "SELECT id::TEXT, owner || '|' || request_id FROM inventory.reservations WHERE product_id = %s",
+                (product,),
+            ).fetchall()
+        )
+    # the service strips surrounding spaces from both before they are stored
+    assert [stored[r.reservations[0].id] for r in replies] == [
+        f"{o.strip()}|{f'{o}-{i}'.strip()}" for i, o in enumerate(owners)
+    ]
