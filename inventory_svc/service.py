@@ -36,10 +36,10 @@ from inventory_svc.model import (
     validate_ttl,
 )
 from meshkit.audit import audit
-from meshkit.context import current_principal, request_id_var
+from meshkit.context import current_principal
 from meshkit.db import connection, transaction
 from meshkit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
-from meshkit.outbox import add_event
+from meshkit.outbox import add_event, context_headers
 from meshkit.tracing import inject_headers
 
 STOCK_EVENT = "inventory.stock_level_changed"
@@ -228,7 +228,7 @@ class InventoryService:
                 reservation_ids=ids,
                 actor=_actor(),
                 topic=self._topic,
-                headers=_event_headers(),
+                headers=context_headers(),
             )
         outcome = rows[0]["outcome"] if rows else "already"
         if outcome == "restocked":
@@ -252,7 +252,7 @@ class InventoryService:
                 reason=reason,
                 actor=_actor(),
                 topic=self._topic,
-                headers=_event_headers(),
+                headers=context_headers(),
             )
         return int(row["quantity"]), row["outcome"] == "already"
 
@@ -416,16 +416,6 @@ class InventoryService:
 
     async def emit_stock_event(self, conn: AsyncConnection, product_id: int, movement: Movement) -> None:
         await self._emit_stock_event(conn, product_id, movement)
-
-
-def _event_headers() -> dict[str, str]:
-    """The headers meshkit.outbox.prepare_event gives an event, less its id and type, which the
-    stored functions add per event: trace context and the request id."""
-    headers = inject_headers()
-    request_id = request_id_var.get()
-    if request_id:
-        headers["request-id"] = request_id
-    return headers
 
 
 def _validate_request_id(request_id: str) -> str:

@@ -54,15 +54,22 @@ class OutboxEvent:
         return (self.event_id, self.topic, self.key, self.event_type, self.payload, json.dumps(self.headers))
 
 
+def context_headers() -> dict[str, str]:
+    """The headers every event carries besides its id and type: trace context and the request id.
+    (Stored functions that write outbox rows themselves take these and add id and type per event.)"""
+    headers = inject_headers()
+    request_id = request_id_var.get()
+    if request_id:
+        headers["request-id"] = request_id
+    return headers
+
+
 def prepare_event(
     *, topic: str, key: str, event_type: str, payload: bytes, event_id: uuid.UUID | None = None
 ) -> OutboxEvent:
     """An event with its id and the headers every event carries (event id and type, trace, request id)."""
     event_id = event_id or uuid.uuid4()
-    headers = {"event-id": str(event_id), "event-type": event_type, **inject_headers()}
-    request_id = request_id_var.get()
-    if request_id:
-        headers["request-id"] = request_id
+    headers = {"event-id": str(event_id), "event-type": event_type, **context_headers()}
     return OutboxEvent(event_id, topic, key, event_type, payload, headers)
 
 
