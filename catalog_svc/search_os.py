@@ -165,27 +165,68 @@ def filters(query: SearchQuery) -> list[dict[str, Any]]:
     return out
 
 
+# The parts of the body that never change, built once (the body is serialized straight away and
+# never mutated, so every request may share them).
+_TEXT_FIELDS = ["title^3", "description"]
+_MATCH_ALL: dict[str, Any] = {"match_all": {}}
+_FUNCTIONS: list[dict[str, Any]] = [
+    {"weight": 1},
+    {"filter": {"term": {"in_stock": True}}, "weight": IN_STOCK_WEIGHT},
+    {"field_value_factor": {"field": "rating", "modifier": "sqrt", "factor": RATING_FACTOR, "missing": 0}},
+    {
+        "field_value_factor": {
+            "field": "review_count",
+            "modifier": "log1p",
+            "factor": REVIEW_FACTOR,
+            "missing": 0,
+        }
+    },
+]
+_SORT: list[dict[str, str]] = [{"_score": "desc"}, {"id": "desc"}]
+_AGGS: dict[str, Any] = {
+    "categories": {"terms": {"field": "category_path", "size": CATEGORY_FACET_SIZE}},
+    "brands": {"terms": {"field": "brand", "size": BRAND_FACET_SIZE}},
+    "price_ranges": {
+        "range": {
+            "field": "price",
+            "ranges": [
+                {"key": r.key}
+                | ({"from": float(r.low)} if r.low is not None else {})
+                | ({"to": float(r.high)} if r.high is not None else {})
+                for r in PRICE_RANGES
+            ],
+        }
+    },
+    "in_stock": {"filter": {"term": {"in_stock": True}}},
+}
+
+# What parse_response reads, and all OpenSearch is asked to send back (`filter_path`): per hit only
+# the score and the source fields, no index name, id or sort values; no timings or shard header.
+RESPONSE_FILTER_PATH = ",".join(
+    [
+        "hits.total.value",
+        "hits.hits._score",
+        "hits.hits._source",
+        "aggregations.*.buckets.key",
+        "aggregations.*.buckets.doc_count",
+        "aggregations.in_stock.doc_count",
+    ]
+)
+
+
 def query_body(query: SearchQuery) -> dict[str, Any]:
     if query.q:
         must: dict[str, Any] = {
             "multi_match": {
                 "query": query.q,
-                "fields": ["title^3", "description"],
+                "fields": _TEXT_FIELDS,
                 "type": "cross_fields",
                 "operator": "and",
                 "zero_terms_query": "none",
             }
         }
     else:
-        must = {"match_all": {}}
-    price_ranges = []
-    for r in PRICE_RANGES:
-        bucket: dict[str, Any] = {"key": r.key}
-        if r.low is not None:
-            bucket["from"] = float(r.low)
-        if r.high is not None:
-            bucket["to"] = float(r.high)
-        price_ranges.append(bucket)
+        must = _MATCH_ALL
     return {
         "from": query.page * PAGE_SIZE,
         "size": PAGE_SIZE,
@@ -194,37 +235,13 @@ def query_body(query: SearchQuery) -> dict[str, Any]:
         "query": {
             "function_score": {
                 "query": {"bool": {"must": [must], "filter": filters(query)}},
-                "functions": [
-                    {"weight": 1},
-                    {"filter": {"term": {"in_stock": True}}, "weight": IN_STOCK_WEIGHT},
-                    {
-                        "field_value_factor": {
-                            "field": "rating",
-                            "modifier": "sqrt",
-                            "factor": RATING_FACTOR,
-                            "missing": 0,
-                        }
-                    },
-                    {
-                        "field_value_factor": {
-                            "field": "review_count",
-                            "modifier": "log1p",
-                            "factor": REVIEW_FACTOR,
-                            "missing": 0,
-                        }
-                    },
-                ],
+                "functions": _FUNCTIONS,
                 "score_mode": "sum",
                 "boost_mode": "multiply",
             }
         },
-        "sort": [{"_score": "desc"}, {"id": "desc"}],
-        "aggs": {
-            "categories": {"terms": {"field": "category_path", "size": CATEGORY_FACET_SIZE}},
-            "brands": {"terms": {"field": "brand", "size": BRAND_FACET_SIZE}},
-            "price_ranges": {"range": {"field": "price", "ranges": price_ranges}},
-            "in_stock": {"filter": {"term": {"in_stock": True}}},
-        },
+        "sort": _SORT,
+        "aggs": _AGGS,
     }
 
 
@@ -253,26 +270,33 @@ def product_from_source(src: dict[str, Any]) -> Product:
 
 
 def parse_response(query: SearchQuery, response: dict[str, Any]) -> SearchPage:
+    """The page from a response trimmed by RESPONSE_FILTER_PATH (which leaves out empty lists and
+    the objects that only held them, hence the defaults)."""
+    hits_part = response.get("hits") or {}
     hits = tuple(
         SearchHit(
             product=product_from_source(hit["_source"]),
             in_stock=bool(hit["_source"]["in_stock"]),
             score=float(hit.get("_score") or 0.0),
         )
-        for hit in response["hits"]["hits"]
+        for hit in hits_part.get("hits") or ()
     )
-    aggs = response["aggregations"]
-    by_key = {b["key"]: int(b["doc_count"]) for b in aggs["price_ranges"]["buckets"]}
+    aggs = response.get("aggregations") or {}
+
+    def buckets(name: str) -> tuple[tuple[str, int], ...]:
+        return tuple((b["key"], b["doc_count"]) for b in (aggs.get(name) or {}).get("buckets") or ())
+
+    by_key = dict(buckets("price_ranges"))
     facets = Facets(
-        categories=tuple((b["key"], int(b["doc_count"])) for b in aggs["categories"]["buckets"]),
-        brands=tuple((b["key"], int(b["doc_count"])) for b in aggs["brands"]["buckets"]),
+        categories=buckets("categories"),
+        brands=buckets("brands"),
         price_ranges=tuple((r, by_key.get(r.key, 0)) for r in PRICE_RANGES),
-        in_stock_count=int(aggs["in_stock"]["doc_count"]),
+        in_stock_count=(aggs.get("in_stock") or {}).get("doc_count", 0),
     )
     return SearchPage(
         hits=hits,
         facets=facets,
-        total=int(response["hits"]["total"]["value"]),
+        total=hits_part["total"]["value"],
         page=query.page,
         fallback=False,
     )
