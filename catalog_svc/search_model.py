@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any, NamedTuple
 
 from catalog_svc.model import Product
 from meshkit.errors import InvalidArgument
@@ -86,9 +87,15 @@ class SearchQuery:
         return out
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchHit:
-    product: Product
+# A product's search document (search_os.document) as OpenSearch returns it. The OpenSearch path
+# hands hits over in this form and convert.py writes them straight into the API message: building a
+# Product first (Decimal price, parsed datetimes, frozen dataclasses) and then the message from it
+# cost about as much CPU as the rest of the response put together.
+ProductDocument = Mapping[str, Any]
+
+
+class SearchHit(NamedTuple):  # a tuple: ~3x cheaper to build than a frozen dataclass, 20 per page
+    product: Product | ProductDocument
     in_stock: bool
     score: float
 
