@@ -244,8 +244,10 @@ async def _grow(mesh, index: SearchIndex, *, have: int, want: int) -> dict[str, 
         )
         await loader.set_stock_directly(pool, loaded)
         async with pool.connection() as conn:
-            await conn.execute("ANALYZE products")
-            await conn.execute("ANALYZE stock_status")
+            # what autovacuum would soon do after a bulk load: statistics, and the visibility map the
+            # fallback's index-only scans need (without it they visit the heap for every row)
+            await conn.execute("VACUUM (ANALYZE) products")  # pool connections are autocommit
+            await conn.execute("VACUUM (ANALYZE) stock_status")
         load_s = time.monotonic() - started
         report = await jobs.reindex(pool, index, batch_size=2000)
     finally:
