@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import orjson
 from opensearchpy.exceptions import OpenSearchException
 from psycopg_pool import AsyncConnectionPool
 
@@ -65,7 +66,13 @@ class SearchLogWriter:
         self._flush_seconds = flush_seconds
 
     def record(self, query: SearchQuery, *, result_count: int, engine: str, took_ms: float) -> None:
-        entry = (query.q, json.dumps(query.filters_for_log()), result_count, engine, round(took_ms, 3))
+        entry = (
+            query.q,
+            orjson.dumps(query.filters_for_log()).decode(),
+            result_count,
+            engine,
+            round(took_ms, 3),
+        )
         try:
             self._queue.put_nowait(entry)
         except asyncio.QueueFull:
@@ -107,6 +114,7 @@ class SearchService:
         self._log = search_log
         self._max_pages = max_pages
         self._categories = CategoryPaths(pool)
+        self._latency: dict[tuple[str, str], Any] = {}  # histogram children, resolved once per labels
 
     async def search(
         self,
@@ -141,7 +149,11 @@ class SearchService:
             async with connection(self._pool) as conn:
                 result = await search_sql.search(conn, query)
         took = time.perf_counter() - started
-        metrics.search_latency_seconds.labels(query.query_type, engine).observe(took)
+        labels = (query.query_type, engine)
+        latency = self._latency.get(labels)
+        if latency is None:
+            latency = self._latency[labels] = metrics.search_latency_seconds.labels(*labels)
+        latency.observe(took)
         self._log.record(query, result_count=result.total, engine=engine, took_ms=took * 1000)
         return result
 
