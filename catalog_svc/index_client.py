@@ -41,7 +41,7 @@ from opensearchpy.exceptions import (
     TransportError,
 )
 
-from catalog_svc.search_os import RESPONSE_FILTER_PATH, document_version, index_body
+from catalog_svc.search_os import MAPPING, RESPONSE_FILTER_PATH, document_version, index_body
 
 log = logging.getLogger("catalog_svc.index")
 
@@ -335,9 +335,13 @@ class SearchIndex:
         )
 
     async def ensure_alias(self) -> str:
-        """Make sure the alias exists (an empty index on first start); returns the index behind it."""
+        """Make sure the alias exists (an empty index on first start) with the current mapping;
+        returns the index behind it."""
         current = await self.alias_indexes()
         if current:
+            # fields added to MAPPING since the index was created (strict mapping: documents that
+            # carry them are refused until then); an unchanged mapping is a no-op
+            await self.client.indices.put_mapping(index=self.alias, body=MAPPING)
             return current[0]
         body = self._body()
         body["aliases"] = {self.alias: {}}

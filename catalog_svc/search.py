@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from catalog_svc import metrics, search_os, search_sql, store
 from catalog_svc.index_client import SearchIndex
 from catalog_svc.model import CategoryNotFound
-from catalog_svc.search_model import SearchPage, SearchQuery, validate_search
+from catalog_svc.search_model import SearchPage, SearchQuery, UnresolvedProduct, validate_search
 from meshkit.circuit import CircuitBreaker
 from meshkit.db import connection
 
@@ -174,4 +175,20 @@ class SearchService:
             permit.abandon()
             raise
         permit.success()
-        return search_os.parse_response(query, response)
+        page = search_os.parse_response(query, response)
+        if any(isinstance(hit.product, UnresolvedProduct) for hit in page.hits):
+            page = await self._resolve(page)
+        return page
+
+    async def _resolve(self, page: SearchPage) -> SearchPage:
+        """Products of hits whose documents were written before they carried product_wire, from
+        PostgreSQL (until a reindex or a change rewrites them); a product gone since is left out."""
+        ids = [h.product.id for h in page.hits if isinstance(h.product, UnresolvedProduct)]
+        async with connection(self._pool) as conn:
+            products = await store.get_products(conn, ids)
+        hits = tuple(
+            h._replace(product=products[h.product.id]) if isinstance(h.product, UnresolvedProduct) else h
+            for h in page.hits
+            if not isinstance(h.product, UnresolvedProduct) or h.product.id in products
+        )
+        return dataclasses.replace(page, hits=hits)

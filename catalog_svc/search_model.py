@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from catalog_svc.model import Product
 from meshkit.errors import InvalidArgument
@@ -87,15 +87,19 @@ class SearchQuery:
         return out
 
 
-# A product's search document (search_os.document) as OpenSearch returns it. The OpenSearch path
-# hands hits over in this form and convert.py writes them straight into the API message: building a
-# Product first (Decimal price, parsed datetimes, frozen dataclasses) and then the message from it
-# cost about as much CPU as the rest of the response put together.
-ProductDocument = Mapping[str, Any]
+# The OpenSearch path hands a hit's product over as the index holds it: the API message, encoded and
+# base64'd (search_os.document's product_wire), which convert.py parses straight into the response.
+ProductWire = str
+
+
+class UnresolvedProduct(NamedTuple):
+    """A hit whose document predates product_wire: SearchService reads the product from PostgreSQL."""
+
+    id: int
 
 
 class SearchHit(NamedTuple):  # a tuple: ~3x cheaper to build than a frozen dataclass, 20 per page
-    product: Product | ProductDocument
+    product: Product | ProductWire | UnresolvedProduct
     in_stock: bool
     score: float
 

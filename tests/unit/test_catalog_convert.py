@@ -1,11 +1,10 @@
-"""catalog_svc.convert fills nested fields in place, from a Product (product_pb) or from its search
-document (fill_from_document): both must equal the plain construction."""
+"""catalog_svc.convert fills nested fields in place (product_pb), and a search hit answers the message
+its document carries: both must equal the plain construction."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import random
 from decimal import Decimal
 
 import orjson
@@ -16,8 +15,9 @@ from shop.common.v1 import money_pb2
 
 from catalog_svc import search_os
 from catalog_svc.cache import product_from_json, product_json
-from catalog_svc.convert import fill_from_document, product_pb, product_wire
+from catalog_svc.convert import product_pb, product_wire, search_response
 from catalog_svc.model import Attribute, Product
+from catalog_svc.search_model import Facets, SearchPage, SearchQuery, UnresolvedProduct
 
 
 def _timestamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -88,32 +88,36 @@ def _indexed(p: Product) -> dict:
             False, "Bench", (Attribute("color", "red"), Attribute("size", "42"), Attribute("color", "blue")),
             9, NAIVE, AWARE,
         ),
-        Product(3, 1, "Free", "free", "", 4, "x", Decimal("12"), Decimal("3.7"), 1, True, "B", (), 2, AWARE, NAIVE),
         Product(
             4, 1, "Ünïcode ☃", "u", "Ça va", 4, "a/b", Decimal("19.99"), Decimal("5.0"), 7, True, "Bräu", (), 2,
             dt.datetime(2026, 3, 29, 1, 30, 0, 5, tzinfo=dt.timezone(dt.timedelta(hours=5, minutes=30))), AWARE,
         ),
     ],
 )  # fmt: skip
-def test_search_document_fills_the_same_message_as_the_product(product: Product) -> None:
-    message = pb.Product()
-    fill_from_document(message, _indexed(product))
-    assert message == _expected(product)
+def test_a_search_hit_answers_the_product_exactly_as_indexed(product: Product) -> None:
+    doc = _indexed(product)
+    hit = search_os.parse_response(
+        SearchQuery(),
+        {
+            "hits": {
+                "total": {"value": 1},
+                "hits": [{"_score": 1.5, "_source": {k: doc[k] for k in search_os.SOURCE_FIELDS}}],
+            }
+        },
+    ).hits[0]
+    assert hit.product == doc["product_wire"] and hit.in_stock is True and hit.score == 1.5
+    page = SearchPage(hits=(hit,), facets=Facets((), (), (), 0), total=1, page=0, fallback=False)
+    assert search_response(page).results[0].product == _expected(product)
 
 
-def test_every_rating_and_many_prices_come_back_exact_from_the_document() -> None:
-    base = Product(1, 2, "T", "t", "", None, "", Decimal("0"), Decimal("0"), 0, True, "", (), 1, AWARE, AWARE)
-    ratings = [Decimal(n) / 10 for n in range(51)]
-    # every price to 1000.00, a sample of the whole DECIMAL(10,2) range and its top (all prices to
-    # 100000.00 were checked once offline)
-    rng = random.Random(7)
-    cents = [*range(100_001), *(rng.randrange(10**10) for _ in range(20_000)), *range(10**10 - 1000, 10**10)]
-    doc = search_os.document(base, in_stock=False, inventory_version=1)
-    for n, c in enumerate(cents):
-        rating = ratings[n % len(ratings)]
-        # what search_os.document writes for this price and rating
-        doc["price"], doc["rating"] = float(Decimal(c) / 100), float(rating)
-        message = pb.Product()
-        fill_from_document(message, doc)
-        assert (message.price.units, message.price.nanos) == (c // 100, (c % 100) * 10_000_000), c
-        assert message.rating == float(rating)
+def test_a_hit_whose_document_predates_product_wire_is_left_for_postgres() -> None:
+    doc = _indexed(
+        Product(
+            5, 1, "Old", "old", "", None, "", Decimal("1"), Decimal("0"), 0, True, "", (), 1, AWARE, AWARE
+        )
+    )
+    del doc["product_wire"]
+    page = search_os.parse_response(
+        SearchQuery(), {"hits": {"total": {"value": 1}, "hits": [{"_score": 1.0, "_source": doc}]}}
+    )
+    assert page.hits[0].product == UnresolvedProduct(5)

@@ -185,7 +185,7 @@ def test_opensearch_response_trimmed_by_filter_path_reads_back():
             },
         },
     )
-    assert [(h.product, h.in_stock, h.score) for h in page.hits] == [(source, True, 2.5)]
+    assert [(h.product, h.in_stock, h.score) for h in page.hits] == [(source["product_wire"], True, 2.5)]
     assert page.total == 41 and page.facets.categories == (("home", 41),) and page.facets.brands == ()
     assert dict((r.key, n) for r, n in page.facets.price_ranges)["25_to_50"] == 40
     assert page.facets.in_stock_count == 39
