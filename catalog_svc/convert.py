@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import binascii
 import datetime as dt
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 from shop.catalog.v1 import catalog_pb2 as pb
@@ -112,26 +115,31 @@ def category_pb(c: Category) -> pb.Category:
     )
 
 
+def _buckets(target: Any, pairs: Sequence[tuple[str, int]]) -> None:
+    add = target.add
+    for value, count in pairs:
+        add(value=value, count=count)
+
+
 def search_response(page: SearchPage) -> pb.SearchProductsResponse:
-    facets = pb.SearchFacets(
-        categories=[pb.FacetBucket(value=v, count=n) for v, n in page.facets.categories],
-        brands=[pb.FacetBucket(value=v, count=n) for v, n in page.facets.brands],
-        in_stock_count=page.facets.in_stock_count,
+    response = pb.SearchProductsResponse(
+        fallback=page.fallback, total_hits=page.total, page=page.page, page_size=page.page_size
     )
+    add = response.results.add
+    for hit in page.hits:
+        result = add(in_stock=hit.in_stock, score=hit.score)
+        if isinstance(hit.product, str):  # OpenSearch: the message as indexed, parsed in C
+            result.product.MergeFromString(binascii.a2b_base64(hit.product))
+        else:
+            result.product.CopyFrom(product_pb(hit.product))
+    facets = response.facets
+    _buckets(facets.categories, page.facets.categories)
+    _buckets(facets.brands, page.facets.brands)
+    facets.in_stock_count = page.facets.in_stock_count
     for r, n in page.facets.price_ranges:
         bucket = facets.price_ranges.add(key=r.key, count=n)
         if r.low is not None:
             bucket.from_price = float(r.low)
         if r.high is not None:
             bucket.to_price = float(r.high)
-    return pb.SearchProductsResponse(
-        results=[
-            pb.SearchResult(product=product_pb(h.product), in_stock=h.in_stock, score=h.score)
-            for h in page.hits
-        ],
-        facets=facets,
-        fallback=page.fallback,
-        total_hits=page.total,
-        page=page.page,
-        page_size=page.page_size,
-    )
+    return response

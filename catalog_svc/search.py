@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import orjson
 from opensearchpy.exceptions import OpenSearchException
 from psycopg_pool import AsyncConnectionPool
 
 from catalog_svc import metrics, search_os, search_sql, store
 from catalog_svc.index_client import SearchIndex
 from catalog_svc.model import CategoryNotFound
-from catalog_svc.search_model import SearchPage, SearchQuery, validate_search
+from catalog_svc.search_model import SearchPage, SearchQuery, UnresolvedProduct, validate_search
 from meshkit.circuit import CircuitBreaker
 from meshkit.db import connection
 
@@ -65,7 +67,13 @@ class SearchLogWriter:
         self._flush_seconds = flush_seconds
 
     def record(self, query: SearchQuery, *, result_count: int, engine: str, took_ms: float) -> None:
-        entry = (query.q, json.dumps(query.filters_for_log()), result_count, engine, round(took_ms, 3))
+        entry = (
+            query.q,
+            orjson.dumps(query.filters_for_log()).decode(),
+            result_count,
+            engine,
+            round(took_ms, 3),
+        )
         try:
             self._queue.put_nowait(entry)
         except asyncio.QueueFull:
@@ -107,6 +115,7 @@ class SearchService:
         self._log = search_log
         self._max_pages = max_pages
         self._categories = CategoryPaths(pool)
+        self._latency: dict[tuple[str, str], Any] = {}  # histogram children, resolved once per labels
 
     async def search(
         self,
@@ -141,7 +150,11 @@ class SearchService:
             async with connection(self._pool) as conn:
                 result = await search_sql.search(conn, query)
         took = time.perf_counter() - started
-        metrics.search_latency_seconds.labels(query.query_type, engine).observe(took)
+        labels = (query.query_type, engine)
+        latency = self._latency.get(labels)
+        if latency is None:
+            latency = self._latency[labels] = metrics.search_latency_seconds.labels(*labels)
+        latency.observe(took)
         self._log.record(query, result_count=result.total, engine=engine, took_ms=took * 1000)
         return result
 
@@ -162,4 +175,20 @@ class SearchService:
             permit.abandon()
             raise
         permit.success()
-        return search_os.parse_response(query, response)
+        page = search_os.parse_response(query, response)
+        if any(isinstance(hit.product, UnresolvedProduct) for hit in page.hits):
+            page = await self._resolve(page)
+        return page
+
+    async def _resolve(self, page: SearchPage) -> SearchPage:
+        """Products of hits whose documents were written before they carried product_wire, from
+        PostgreSQL (until a reindex or a change rewrites them); a product gone since is left out."""
+        ids = [h.product.id for h in page.hits if isinstance(h.product, UnresolvedProduct)]
+        async with connection(self._pool) as conn:
+            products = await store.get_products(conn, ids)
+        hits = tuple(
+            h._replace(product=products[h.product.id]) if isinstance(h.product, UnresolvedProduct) else h
+            for h in page.hits
+            if not isinstance(h.product, UnresolvedProduct) or h.product.id in products
+        )
+        return dataclasses.replace(page, hits=hits)

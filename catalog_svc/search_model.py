@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import NamedTuple
 
 from catalog_svc.model import Product
 from meshkit.errors import InvalidArgument
@@ -86,9 +87,19 @@ class SearchQuery:
         return out
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchHit:
-    product: Product
+# The OpenSearch path hands a hit's product over as the index holds it: the API message, encoded and
+# base64'd (search_os.document's product_wire), which convert.py parses straight into the response.
+ProductWire = str
+
+
+class UnresolvedProduct(NamedTuple):
+    """A hit whose document predates product_wire: SearchService reads the product from PostgreSQL."""
+
+    id: int
+
+
+class SearchHit(NamedTuple):  # a tuple: ~3x cheaper to build than a frozen dataclass, 20 per page
+    product: Product | ProductWire | UnresolvedProduct
     in_stock: bool
     score: float
 

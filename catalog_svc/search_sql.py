@@ -2,8 +2,9 @@
 `products.search` vector), the same filters and ranking factor as OpenSearch, and the same facets
 computed in SQL (the seed returns none; we return them all).
 
-One statement: a materialized CTE of the hits, then the page, the counts and the facets over it.
-Every value is a bound parameter; only fixed SQL fragments are composed.
+One statement, one round trip: a materialized CTE of the hits, the counts and facets over it, and the
+page's products (store's columns) joined in. Every value is a bound parameter; only fixed SQL
+fragments are composed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def _conditions(query: SearchQuery, params: dict[str, Any]) -> list[sql.Composab
         params["cp_like"] = escape_like(query.category_path) + "/%"
         where.append(
             sql.SQL(
-                "p.category_id IN (SELECT id FROM categories WHERE path = %(cp)s OR path LIKE %(cp_like)s)"
+                # an array (InitPlan) rather than IN (subquery): the planner can then combine the
+                # category index with the text index (BitmapAnd) instead of joining afterwards
+                "p.category_id = ANY (ARRAY(SELECT id FROM categories"
+                " WHERE path = %(cp)s OR path LIKE %(cp_like)s))"
             )
         )
     if query.min_price is not None:
@@ -105,22 +109,29 @@ WITH hits AS MATERIALIZED (
     FROM {source}
     WHERE {where}
 ),
-stats AS (
-    SELECT count(*) AS total, count(*) FILTER (WHERE in_stock) AS in_stock_count, {price_counts}
+summary AS (
+    SELECT count(*) AS total, count(*) FILTER (WHERE in_stock) AS in_stock_count, {price_counts},
+        (SELECT coalesce(json_agg(json_build_array(brand, n) ORDER BY n DESC, brand COLLATE "C"), '[]')
+           FROM (SELECT brand, count(*) AS n FROM hits WHERE brand <> '' GROUP BY brand
+                 ORDER BY n DESC, brand COLLATE "C" LIMIT {brand_size}) b) AS brands,
+        -- counted per category first, then added up over each category's ancestor paths
+        (SELECT coalesce(json_agg(json_build_array(path, n) ORDER BY n DESC, path COLLATE "C"), '[]')
+           FROM (SELECT a.path, sum(h.n)::bigint AS n
+                   FROM (SELECT category_id, count(*) AS n FROM hits GROUP BY category_id) h
+                   JOIN categories c ON c.id = h.category_id
+                   CROSS JOIN LATERAL unnest(c.ancestor_paths) AS a(path)
+                  GROUP BY a.path ORDER BY n DESC, a.path COLLATE "C" LIMIT {category_size}) x) AS categories
     FROM hits
+),
+page AS (
+    SELECT id, score, in_stock FROM hits ORDER BY score DESC, id DESC LIMIT %(limit)s OFFSET %(offset)s
 )
-SELECT stats.*,
-    (SELECT coalesce(json_agg(json_build_array(id, score, in_stock) ORDER BY score DESC, id DESC), '[]')
-       FROM (SELECT id, score, in_stock FROM hits ORDER BY score DESC, id DESC
-             LIMIT %(limit)s OFFSET %(offset)s) pg) AS page,
-    (SELECT coalesce(json_agg(json_build_array(brand, n) ORDER BY n DESC, brand COLLATE "C"), '[]')
-       FROM (SELECT brand, count(*) AS n FROM hits WHERE brand <> '' GROUP BY brand
-             ORDER BY n DESC, brand COLLATE "C" LIMIT {brand_size}) b) AS brands,
-    (SELECT coalesce(json_agg(json_build_array(path, n) ORDER BY n DESC, path COLLATE "C"), '[]')
-       FROM (SELECT a.path, count(*) AS n FROM hits h JOIN categories c ON c.id = h.category_id
-             CROSS JOIN LATERAL unnest(c.ancestor_paths) AS a(path)
-             GROUP BY a.path ORDER BY n DESC, a.path COLLATE "C" LIMIT {category_size}) x) AS categories
-FROM stats
+-- one row per hit of the page (one row with NULL product columns when the page is empty); the
+-- counts and facets are read from the first row only
+SELECT summary.*, page.score AS hit_score, page.in_stock AS hit_in_stock, {product_columns}
+FROM summary
+LEFT JOIN (page JOIN {product_from} ON p.id = page.id) ON true
+ORDER BY page.score DESC, page.id DESC
 """
     ).format(
         relevance=relevance,
@@ -129,6 +140,8 @@ FROM stats
         price_counts=_price_counts(),
         brand_size=sql.Literal(BRAND_FACET_SIZE),
         category_size=sql.Literal(CATEGORY_FACET_SIZE),
+        product_columns=sql.SQL(store.PRODUCT_COLUMNS),
+        product_from=sql.SQL(store.PRODUCT_FROM),
     )
     return statement, params
 
@@ -136,19 +149,17 @@ FROM stats
 async def search(conn: AsyncConnection, query: SearchQuery) -> SearchPage:
     statement, params = build_statement(query)
     cur = await conn.execute(statement, params)
-    row = await cur.fetchone()
-    assert row is not None
-    page = [(int(pid), float(score), bool(in_stock)) for pid, score, in_stock in row["page"]]
-    products = await store.get_products(conn, [pid for pid, _, _ in page]) if page else {}
+    rows = await cur.fetchall()
+    first = rows[0]
     hits = tuple(
-        SearchHit(product=products[pid], in_stock=in_stock, score=score)
-        for pid, score, in_stock in page
-        if pid in products
+        SearchHit(store.product_of(row), row["hit_in_stock"], row["hit_score"])
+        for row in rows
+        if row["id"] is not None
     )
     facets = Facets(
-        categories=tuple((path, int(n)) for path, n in row["categories"]),
-        brands=tuple((brand, int(n)) for brand, n in row["brands"]),
-        price_ranges=tuple((r, int(row[f"range_{r.key}"])) for r in PRICE_RANGES),
-        in_stock_count=int(row["in_stock_count"]),
+        categories=tuple((path, int(n)) for path, n in first["categories"]),
+        brands=tuple((brand, int(n)) for brand, n in first["brands"]),
+        price_ranges=tuple((r, int(first[f"range_{r.key}"])) for r in PRICE_RANGES),
+        in_stock_count=int(first["in_stock_count"]),
     )
-    return SearchPage(hits=hits, facets=facets, total=int(row["total"]), page=query.page, fallback=True)
+    return SearchPage(hits=hits, facets=facets, total=int(first["total"]), page=query.page, fallback=True)

@@ -3,17 +3,25 @@ brute-force computation, ranking boosts, bad input."""
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
+from decimal import Decimal
 
 import grpc
+import httpx
 import pytest
 import pytest_asyncio
 from shop.catalog.v1 import catalog_pb2 as pb
 from shop.common.v1 import money_pb2
 from shop.inventory.v1 import inventory_pb2
 
+from catalog_svc import search_os
+from catalog_svc.index_client import SearchIndex, build_client
+from catalog_svc.model import Product
 from catalog_svc.search_model import business_factor
 from tests.integration.catalog_helpers import (
+    OPENSEARCH,
     OwnCatalog,
     World,
     admin_stub,
@@ -23,6 +31,7 @@ from tests.integration.catalog_helpers import (
     build_world,
     catalog_sql,
     eventually,
+    indexed_doc,
     inventory_stub,
     observed,
     own_catalog,
@@ -299,3 +308,78 @@ async def test_search_log_retention_deletes_only_rows_past_90_days(mesh, world):
         mesh.database_url, "SELECT query FROM catalog.search_log WHERE query = ANY(%s)", ([old, recent],)
     )
     assert left == [(recent,)]
+
+
+async def test_every_hit_is_the_product_get_product_answers(mesh, world, engine):
+    engine, addr = engine
+    client = stub(mesh, addr)
+    replies, ids = await all_hits(client, pb.SearchProductsRequest(category_path=world.root))
+    assert len(ids) == len(world.items)
+    shared = stub(mesh)
+    for reply in replies:
+        for result in reply.results:
+            got = await shared.GetProduct(pb.GetProductRequest(product_id=result.product.id))
+            assert result.product == got.product, engine
+
+
+async def test_a_document_written_before_product_wire_is_answered_from_postgres(mesh, world):
+    """Documents indexed by an older catalog_svc carry no product_wire until rewritten: such a hit's
+    product is read from PostgreSQL, so the answer is the same."""
+    alias = mesh.env["SHOPMESH_SEARCH_INDEX_ALIAS"]
+    item = world.items[0]
+    doc = indexed_doc(alias, item.product_id)
+    assert doc is not None and doc.get("product_wire")
+    legacy = {k: v for k, v in doc.items() if k != "product_wire"}
+    params = {"version": search_os.document_version(doc), "version_type": "external_gte", "refresh": "true"}
+    url = f"{OPENSEARCH}/{alias}/_doc/{item.product_id}"
+    client = stub(mesh)
+    async with httpx.AsyncClient(timeout=10) as http:
+        (await http.put(url, params=params, json=legacy)).raise_for_status()
+        try:
+            assert "product_wire" not in (indexed_doc(alias, item.product_id) or {})
+            replies, ids = await all_hits(client, pb.SearchProductsRequest(category_path=world.root))
+            assert sorted(ids) == sorted(i.product_id for i in world.items)
+            (result,) = [r for reply in replies for r in reply.results if r.product.id == item.product_id]
+            assert not replies[0].fallback and result.in_stock == item.in_stock
+            got = await client.GetProduct(pb.GetProductRequest(product_id=item.product_id))
+            assert result.product == got.product
+        finally:
+            (await http.put(url, params=params, json=doc)).raise_for_status()
+
+
+async def test_ensure_alias_adds_new_mapping_fields_to_an_existing_index(mesh):
+    """An index created before product_wire existed (strict mapping) gets the field, so the new
+    documents are accepted instead of refused."""
+    alias = f"products-mapping-{uuid.uuid4().hex[:8]}"
+    old_mapping = {
+        **search_os.MAPPING,
+        "properties": {k: v for k, v in search_os.MAPPING["properties"].items() if k != "product_wire"},
+    }
+    index = SearchIndex(
+        build_client(OPENSEARCH, timeout=30, connections=2),
+        alias=alias,
+        shards=1,
+        replicas=0,
+        refresh_interval="1s",
+        timeout=30,
+    )
+    try:
+        await index.client.indices.create(
+            index=f"{alias}-old",
+            body={"settings": {"number_of_shards": 1, "number_of_replicas": 0}, "mappings": old_mapping,
+                  "aliases": {alias: {}}},
+        )  # fmt: skip
+        assert await index.ensure_alias() == f"{alias}-old"
+        mapping = await index.client.indices.get_mapping(index=f"{alias}-old")
+        assert mapping[f"{alias}-old"]["mappings"]["properties"]["product_wire"] == {"type": "binary"}
+        product = Product(
+            1, 1, "Lamp", "lamp", "", None, "", Decimal("5.00"), Decimal("4.0"), 0, True, "", (), 1,
+            dt.datetime.now(dt.UTC), dt.datetime.now(dt.UTC),
+        )  # fmt: skip
+        assert (
+            await index.write_documents([search_os.document(product, in_stock=True, inventory_version=1)])
+            == 1
+        )
+    finally:
+        await index.client.indices.delete(index=f"{alias}-old", ignore_unavailable=True)
+        await index.client.close()

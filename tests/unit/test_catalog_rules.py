@@ -11,6 +11,7 @@ import pytest
 from catalog_svc import demo, jobs, search_os, search_sql
 from catalog_svc.model import (
     ListCursor,
+    Product,
     ProductDraft,
     decode_page_token,
     encode_page_token,
@@ -155,6 +156,39 @@ def test_opensearch_query_follows_the_seed():
     assert [r["key"] for r in aggs["price_ranges"]["range"]["ranges"]] == [r.key for r in PRICE_RANGES]
     assert search_os.MAPPING["properties"]["title"]["analyzer"] == "english"
     assert search_os.MAPPING["properties"]["attributes"]["type"] == "nested"
+
+
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+def test_opensearch_response_trimmed_by_filter_path_reads_back():
+    # filter_path drops empty lists and the objects that only held them: an empty result is this
+    empty = search_os.parse_response(SearchQuery(page=3), {"hits": {"total": {"value": 0}}})
+    assert (empty.hits, empty.total, empty.page, empty.fallback) == ((), 0, 3, False)
+    assert empty.facets.categories == () and empty.facets.brands == () and empty.facets.in_stock_count == 0
+    assert [n for _, n in empty.facets.price_ranges] == [0] * len(PRICE_RANGES)
+    source = search_os.document(
+        Product(
+            7, 1, "Lamp", "lamp", "", None, "", Decimal("9.99"), Decimal("4.5"), 3, True, "", (), 1, NOW, NOW
+        ),
+        in_stock=True,
+        inventory_version=1,
+    )
+    page = search_os.parse_response(
+        SearchQuery(),
+        {
+            "hits": {"total": {"value": 41}, "hits": [{"_score": 2.5, "_source": source}]},
+            "aggregations": {
+                "categories": {"buckets": [{"key": "home", "doc_count": 41}]},
+                "price_ranges": {"buckets": [{"key": "25_to_50", "doc_count": 40}]},
+                "in_stock": {"doc_count": 39},
+            },
+        },
+    )
+    assert [(h.product, h.in_stock, h.score) for h in page.hits] == [(source["product_wire"], True, 2.5)]
+    assert page.total == 41 and page.facets.categories == (("home", 41),) and page.facets.brands == ()
+    assert dict((r.key, n) for r, n in page.facets.price_ranges)["25_to_50"] == 40
+    assert page.facets.in_stock_count == 39
 
 
 def test_fallback_sql_carries_user_text_only_as_parameters():
