@@ -214,6 +214,32 @@ async def test_the_final_move_records_committed_stock_and_the_payment_attempt(me
     assert committed is not None and committed == attempted == updated
 
 
+async def test_titles_prices_and_expiries_reach_the_database_exactly_as_sent(mesh):
+    """The stored functions get their arrays as literals built by order_svc: quotes, backslashes,
+    commas, braces, NULL-like words and non-ASCII titles, cents, and microsecond expiries survive."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    titles = ['Quote " and \\ backslash, {braces}', "NULL", "Crème brûlée, 2 pièces 🍮"]
+    products = [await new_product(mesh, price=f"{n}.07", title=t) for n, t in enumerate(titles, 1)]
+    for product in products:
+        await add(mesh, user, product, 2)
+    held = sql(
+        mesh.database_url,
+        "SELECT c.expires_at = r.expires_at FROM orders.cart_reservations c"
+        " JOIN inventory.reservations r ON r.id = c.reservation_id WHERE c.user_id = %s",
+        user,
+    )
+    assert held == [(True,)] * 3
+
+    order = await checkout(mesh, user, new_key())
+
+    stored = (await orders(mesh, user).GetOrder(order_pb2.GetOrderRequest(order_id=order.id))).order
+    assert [(line.title, line.unit_price.units, line.unit_price.nanos) for line in stored.lines] == [
+        (t, n, 70_000_000) for n, t in enumerate(titles, 1)
+    ]
+    assert (stored.total.units, stored.total.nanos) == (12, 420_000_000)
+
+
 async def test_payment_declined_fails_the_order_restocks_and_keeps_the_cart(mesh):
     await start_order_mesh(mesh)
     user = user_id()
