@@ -231,12 +231,10 @@ class OrderSaga:
         provider answers a repeated charge with the first one."""
         timeout = self._settings.payment_timeout_seconds
         try:
-            charge = await asyncio.wait_for(
-                self.payments.charge(
+            async with asyncio.timeout(timeout * 2 + 1):  # no task of its own, unlike wait_for
+                charge = await self.payments.charge(
                     idempotency_key=payment_key(order.id), amount=order.total, currency=CURRENCY, token=token
-                ),
-                timeout=timeout * 2 + 1,
-            )
+                )
         except (PaymentTimeout, TimeoutError, PaymentProviderError) as exc:
             outcome = "error" if isinstance(exc, PaymentProviderError) else "timeout"
             metrics.payment_calls_total.labels("charge", outcome).inc()
