@@ -297,12 +297,14 @@ async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENC
             f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the runs (2 cores;"
             " other benchmarks and test suites shared the machine), so latencies include queueing for CPU.",
             "Latency columns: p50/p99 of the add-to-cart + checkout pair; checkout_* is the checkout call"
-            " alone. One checkout is 2 gRPC calls to peers (catalog pricing, inventory commit), 5 SQL"
-            " round trips (key + cart read, checkout_create, payment attempt, sandbox charge,"
-            " checkout_complete: steps 1 and 4 are one stored function each), and 3 Valkey calls"
-            " (idempotency lease and result, cart cache); an add to cart is 1 gRPC call (inventory"
-            " reserve), 4 SQL round trips (BEGIN, lock + read, writes + read-back, COMMIT) and 1 Valkey"
-            " call. vs_db_limit is ours / pgbench running only the order, line and stock statements.",
+            " alone. One checkout is 2 gRPC calls to peers (catalog pricing, inventory commit), 4 SQL"
+            " round trips (key + cart read, checkout_create, sandbox charge, checkout_complete: steps 1"
+            " and 4 are one stored function each, and step 4 also records the payment attempt), and 3"
+            " Valkey calls (idempotency lease and result through valkey-py, the cart cache invalidation"
+            " over meshkit's pipelined connection); an add to cart is 1 gRPC call (inventory reserve),"
+            " 4 SQL round trips (BEGIN, lock + read, writes + read-back, COMMIT) and 1 Valkey call (the"
+            " same invalidation). vs_db_limit is ours / pgbench running only the order, line and stock"
+            " statements.",
         ],
     }
 

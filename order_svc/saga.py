@@ -103,13 +103,19 @@ class OrderSaga:
                 shortage = await self.hold_and_commit(order, reservations)
                 if shortage is not None:
                     return await self.fail(order, shortage, restock=True)
-                # recorded with the payment attempt below: a crash before that re-runs step 2,
-                # which finds the reservations committed to this order and changes nothing
+                # recorded by step 4 (or with a payment error or a decline): a crash before then
+                # re-runs step 2, which finds the reservations committed to this order and changes
+                # nothing
                 self._failpoints.hit("after_commit")
             charge = await self.charge(order, payment_token)
             if charge.status == "refunded":  # a cancel is compensating this order right now
                 raise Superseded()
             if not charge.captured:
+                # recorded before the restock, which fences any later commit of this order: a
+                # driver resuming after a crash past the restock must skip step 2 and meet the
+                # decline again (the provider's answer for the key), not a fenced commit
+                async with connection(self._pool) as conn:
+                    await store.mark_payment_attempt(conn, order.id, None)
                 error = PaymentDeclined(order.id, charge.decline_code or charge.status)
                 return await self.fail(
                     order,
@@ -217,17 +223,18 @@ class OrderSaga:
         await self._cache.invalidate(order.user_id)
 
     async def charge(self, order: Order, token: str) -> Charge:
-        """Step 3. Timeouts and provider errors leave the order PENDING (retry or recovery decides)."""
-        async with connection(self._pool) as conn:
-            await store.mark_payment_attempt(conn, order.id, None)
+        """Step 3. Timeouts and provider errors leave the order PENDING (retry or recovery decides),
+        with the attempt and its error recorded. A capture is recorded by the final move
+        (checkout_complete), a decline before its restock (see advance): no write of its own before
+        the provider call, which saves a round trip and a commit per checkout. A driver resuming
+        without the record repeats step 2, idempotent by order id until a restock fences it, and the
+        provider answers a repeated charge with the first one."""
         timeout = self._settings.payment_timeout_seconds
         try:
-            charge = await asyncio.wait_for(
-                self.payments.charge(
+            async with asyncio.timeout(timeout * 2 + 1):  # no task of its own, unlike wait_for
+                charge = await self.payments.charge(
                     idempotency_key=payment_key(order.id), amount=order.total, currency=CURRENCY, token=token
-                ),
-                timeout=timeout * 2 + 1,
-            )
+                )
         except (PaymentTimeout, TimeoutError, PaymentProviderError) as exc:
             outcome = "error" if isinstance(exc, PaymentProviderError) else "timeout"
             metrics.payment_calls_total.labels("charge", outcome).inc()
@@ -294,6 +301,7 @@ class OrderSaga:
             )
             if row is None:
                 raise Superseded()
+            await store.mark_payment_attempt(conn, order.id, None)
             reservations = await store.reservations_of(conn, order.id)
             await cart_store.remove_ordered(
                 conn,

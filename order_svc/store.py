@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -315,7 +315,10 @@ async def create_checkout(
     lease_seconds: float,
     event: OutboxEvent,
 ) -> Row:
-    """Step 1 in one round trip (checkout_create): see the migration for the `result` values."""
+    """Step 1 in one round trip (checkout_create): see the migration for the `result` values.
+
+    The lines go as array literals (text, cast by the statement): psycopg adapts a list element by
+    element in Python (a regex escape per text element), ~30 us here against ~11 us."""
     cur = await conn.execute(
         "SELECT * FROM checkout_create(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
         " %s::BIGINT[], %s::TEXT[], %s::NUMERIC[], %s::INT[], %s, %s, %s, %s, %s, %s)",
@@ -331,10 +334,10 @@ async def create_checkout(
             provider,
             lease_owner,
             lease_seconds,
-            [line.product_id for line in lines],
-            [line.title for line in lines],
-            [line.unit_price for line in lines],
-            [line.quantity for line in lines],
+            number_array(line.product_id for line in lines),
+            text_array(line.title for line in lines),
+            number_array(line.unit_price for line in lines),
+            number_array(line.quantity for line in lines),
             *event.row(),
         ),
     )
@@ -365,8 +368,8 @@ async def complete_checkout(
             paid.updated_at,
             paid.payment_reference,
             outcome,
-            [line.product_id for line in paid.lines],
-            [line.quantity for line in paid.lines],
+            number_array(line.product_id for line in paid.lines),
+            number_array(line.quantity for line in paid.lines),
             *event.row(),
             audit_resource,
             json.dumps(audit_records, default=_json_default),
@@ -374,6 +377,16 @@ async def complete_checkout(
     )
     row = await cur.fetchone()
     return bool(row and row["moved"])
+
+
+def text_array(values: Iterable[object]) -> str:
+    """A PostgreSQL array literal of these values' text: every element quoted, `\\` and `"` escaped."""
+    return "{" + ",".join('"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "}"
+
+
+def number_array(values: Iterable[int | Decimal]) -> str:
+    """A PostgreSQL array literal of these ints or Decimals (finite)."""
+    return "{" + ",".join(map(str, values)) + "}"
 
 
 def _json_default(value: object) -> str:

@@ -195,6 +195,51 @@ async def test_expired_lines_are_reserved_again_when_stock_allows(mesh):
     assert list((await _get_cart(mesh, user)).items) == []
 
 
+async def test_the_final_move_records_committed_stock_and_the_payment_attempt(mesh):
+    """No write of its own before the provider call: checkout_complete records both, in the
+    statement that moves the order to PAID (so they carry its updated_at)."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 1)
+
+    order = await checkout(mesh, user, new_key())
+
+    assert order.status == PAID
+    [(committed, attempted, updated)] = sql(
+        mesh.database_url,
+        "SELECT stock_committed_at, payment_attempted_at, updated_at FROM orders.orders WHERE id = %s",
+        order.id,
+    )
+    assert committed is not None and committed == attempted == updated
+
+
+async def test_titles_prices_and_expiries_reach_the_database_exactly_as_sent(mesh):
+    """The stored functions get their arrays as literals built by order_svc: quotes, backslashes,
+    commas, braces, NULL-like words and non-ASCII titles, cents, and microsecond expiries survive."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    titles = ['Quote " and \\ backslash, {braces}', "NULL", "Crème brûlée, 2 pièces 🍮"]
+    products = [await new_product(mesh, price=f"{n}.07", title=t) for n, t in enumerate(titles, 1)]
+    for product in products:
+        await add(mesh, user, product, 2)
+    held = sql(
+        mesh.database_url,
+        "SELECT c.expires_at = r.expires_at FROM orders.cart_reservations c"
+        " JOIN inventory.reservations r ON r.id = c.reservation_id WHERE c.user_id = %s",
+        user,
+    )
+    assert held == [(True,)] * 3
+
+    order = await checkout(mesh, user, new_key())
+
+    stored = (await orders(mesh, user).GetOrder(order_pb2.GetOrderRequest(order_id=order.id))).order
+    assert [(line.title, line.unit_price.units, line.unit_price.nanos) for line in stored.lines] == [
+        (t, n, 70_000_000) for n, t in enumerate(titles, 1)
+    ]
+    assert (stored.total.units, stored.total.nanos) == (12, 420_000_000)
+
+
 async def test_payment_declined_fails_the_order_restocks_and_keeps_the_cart(mesh):
     await start_order_mesh(mesh)
     user = user_id()
@@ -212,6 +257,12 @@ async def test_payment_declined_fails_the_order_restocks_and_keeps_the_cart(mesh
     assert [s for s, _, _ in captures(mesh.database_url, order_id)] == ["declined"]
     order = (await orders(mesh, user).GetOrder(order_pb2.GetOrderRequest(order_id=order_id))).order
     assert order.status == FAILED and order.payment.status == order_pb2.PAYMENT_STATUS_DECLINED
+    [(committed, attempted)] = sql(
+        mesh.database_url,
+        "SELECT stock_committed_at, payment_attempted_at FROM orders.orders WHERE id = %s",
+        order_id,
+    )
+    assert committed is not None and attempted is not None  # recorded before the restock
     # the lines stay in the cart, no longer held; a new attempt with another card holds them again
     assert [(i.product_id, i.reservation_state) for i in (await _get_cart(mesh, user)).items] == [
         (product, EXPIRED)

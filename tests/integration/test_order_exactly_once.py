@@ -4,15 +4,19 @@ in the middle, and with Valkey unreachable (only the PostgreSQL layer left)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from decimal import Decimal
 
 import grpc
 import httpx
+import pytest
+import valkey.asyncio as valkey_asyncio
 from shop.order.v1 import order_pb2
 
 from tests.harness import free_port
 from tests.integration.order_helpers import (
+    ORDER_VALKEY_URL,
     add,
     captures,
     checkout_request,
@@ -23,6 +27,7 @@ from tests.integration.order_helpers import (
     orders,
     orders_for_key,
     reason_of,
+    sql,
     start_order_mesh,
     stock_of,
     user_id,
@@ -122,5 +127,54 @@ async def test_valkey_unreachable_still_exactly_once(mesh):
             r'idempotency_store_degraded_total\{operation="begin",service="order_svc"\} (\S+)', text
         )
         assert degraded and float(degraded.group(1)) >= 100
+    finally:
+        await start_order_mesh(mesh)
+
+
+async def test_a_checkout_that_outlives_its_lease_keeps_both_leases_renewed(mesh):
+    # a 1.5 s lease and a payment that answers only after 4 s: both the Valkey marker and the order
+    # row's lease must be renewed while it waits, or a retry could take the order over mid-payment
+    await start_order_mesh(
+        mesh, {"SHOPMESH_IDEMPOTENCY_LEASE_SECONDS": "1.5", "SHOPMESH_PAYMENT_TIMEOUT_SECONDS": "4"}
+    )
+    try:
+        user, key = user_id(), new_key()
+        product = await new_product(mesh, stock=5)
+        await add(mesh, user, product, 1)
+        marker = f"idem:{mesh.env.get('SHOPMESH_CACHE_KEY_PREFIX', '')}order-checkout:{user}:{key}"
+        client = valkey_asyncio.from_url(ORDER_VALKEY_URL)
+        stub = orders(mesh, user)
+
+        async def pay_slowly() -> order_pb2.CheckoutResponse:
+            return await stub.Checkout(checkout_request(key, "tok_timeout"), timeout=60)
+
+        running = asyncio.create_task(pay_slowly())
+        try:
+            leases: set = set()
+            renewed_marker = False
+            last_ttl = None
+            while len(leases) < 3 or not renewed_marker:  # the order row's lease moved on twice
+                assert not running.done(), "the checkout ended before both leases were seen renewed"
+                rows = sql(
+                    mesh.database_url,
+                    "SELECT lease_until FROM orders.orders WHERE user_id = %s AND idempotency_key = %s"
+                    " AND lease_owner IS NOT NULL",
+                    user,
+                    key,
+                )
+                leases.update(row[0] for row in rows)
+                ttl = await client.pttl(marker)
+                renewed_marker = renewed_marker or (last_ttl is not None and 0 < last_ttl < ttl)
+                last_ttl = ttl if ttl > 0 else last_ttl
+                await asyncio.sleep(0.1)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:  # held: a retry is told to wait
+                await orders(mesh, user).Checkout(checkout_request(key, "tok_timeout"))
+            assert reason_of(caught.value) == "IDEMPOTENCY_KEY_IN_PROGRESS"
+        finally:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                await running
+            await client.aclose()
+        error = running.exception()
+        assert reason_of(error) == "PAYMENT_UNAVAILABLE", (error.code(), error.details())
     finally:
         await start_order_mesh(mesh)
