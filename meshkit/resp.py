@@ -1,10 +1,13 @@
-"""A pipelined RESP2 connection for the hottest Valkey reads (catalog's GetProduct cache hit).
+"""A pipelined RESP2 connection for the hottest Valkey calls (catalog's GetProduct cache hit, the
+cart-cache invalidation script, the gateway's rate-limit script).
 
 valkey-py spends about 60 µs of CPU per command in Python (pool checkout, retry wrapper, stream
 reader, line-by-line parser) against about 12 µs for the round trip itself. Here every caller
 writes its command on one shared connection and waits on a future; replies arrive in command order
 and `data_received` parses all complete ones out of one buffer, so one read can finish many calls.
-It does reads only: writes, scripts and pipelines stay on valkey-py.
+It carries reads and scripts whose effect may safely be lost or applied without an answer (a
+lost connection fails the call even when the server ran the command): a cache invalidation that is
+idempotent, a token-bucket step that fails open. Other writes, MULTI and pipelines stay on valkey-py.
 
 Failure model: a refused or lost connection fails every waiting call with ConnectionError (an
 OSError) and the next call reconnects. A caller that gives up (timeout, cancellation) leaves its
