@@ -204,13 +204,8 @@ def _check_page_size(request: Message, max_page_size: int) -> None:
 
 
 def response_json(route: Route, response: Message) -> Any:
-    """proto3 JSON (lowerCamelCase names, fields without presence always printed)."""
-    data = json_format.MessageToDict(
-        response, preserving_proto_field_name=False, always_print_fields_with_no_presence=True
-    )
-    if route.response_body:
-        return data.get(response.DESCRIPTOR.fields_by_name[route.response_body].json_name)
-    return data
+    """proto3 JSON (lowerCamelCase names, fields without presence always printed): gateway.protojson."""
+    return route.response_printer(response)
 
 
 __all__ = ["GatewayError", "build_request", "response_json"]
