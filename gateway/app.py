@@ -27,6 +27,7 @@ from gateway.config import GatewaySettings
 from gateway.dispatch import Dispatcher, FanoutUpstream, SingleCall, Upstream, json_response
 from gateway.errors import GatewayError
 from gateway.fanout import FanoutCall
+from gateway.fastpath import ApiFastPath
 from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import build_openapi
 from gateway.protodoc import load_comments
@@ -209,6 +210,9 @@ def build_app(settings: GatewaySettings) -> Starlette:
             error = GatewayError(404, grpc.StatusCode.NOT_FOUND, "no such route", reason="NOT_FOUND")
         return json_response(error.http_status, error.body())
 
+    api_route = Route(
+        "/{path:path}", api, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    )
     middleware = [Middleware(RequestContextMiddleware, fixed_paths=FIXED_PATHS, static_prefix=DOCS_STATIC)]
     origins = settings.cors_origin_list()
     if origins:
@@ -222,6 +226,8 @@ def build_app(settings: GatewaySettings) -> Starlette:
                 max_age=600,
             )
         )
+    # innermost, so CORS (when on) and the request context still wrap every API request
+    middleware.append(Middleware(ApiFastPath, route=api_route, endpoint=api, reserved_prefixes=FIXED_PATHS))
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
@@ -229,7 +235,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
             Route("/openapi.json", openapi),
             Route("/docs", docs),
             Mount(DOCS_STATIC, app=StaticFiles(directory=docs_dir, check_dir=False), name="docs-static"),
-            Route("/{path:path}", api, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
+            api_route,
         ],
         middleware=middleware,
         lifespan=lifespan,
