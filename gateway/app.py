@@ -178,6 +178,8 @@ def build_app(settings: GatewaySettings) -> Starlette:
         finally:
             for channel in by_address.values():
                 await channel.close(grace=None)
+            if limiter is not None:
+                limiter.close()
             await valkey_client.aclose()
 
     async def healthz(_request: Request) -> Response:
