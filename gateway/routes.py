@@ -58,11 +58,11 @@ class Route:
     def grpc_path(self) -> str:
         return f"/{self.service.full_name}/{self.method.name}"
 
-    @property
+    @functools.cached_property
     def request_class(self) -> type[Message]:
         return GetMessageClass(self.method.input_type)
 
-    @property
+    @functools.cached_property
     def response_class(self) -> type[Message]:
         return GetMessageClass(self.method.output_type)
 
