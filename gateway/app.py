@@ -7,6 +7,7 @@ endpoints are /healthz, /metrics, /openapi.json and /docs (with its static asset
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -103,6 +104,19 @@ def _upstream(route: ApiRoute, channels: dict[str, grpc.aio.Channel], settings: 
     return SingleCall(route=route, call=callable_on(channels[route.service.full_name]), timeout=timeout)
 
 
+def tune_gc(settings: GatewaySettings) -> None:
+    """meshkit.server.tune_gc for the gateway (that module would pull psycopg, Kafka and the
+    services' metrics into this process): freeze what start-up built (modules, descriptors, routes,
+    compiled converters, channels) out of the collector's view. Unfrozen, a full collection of the
+    gateway's start-up heap paused it for ~30 ms on an idle machine, far more under load."""
+    if settings.gc_freeze:
+        gc.collect()
+        gc.freeze()
+    if settings.gc_gen0_threshold > 0:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(settings.gc_gen0_threshold, gen1, gen2)
+
+
 def build_app(settings: GatewaySettings) -> Starlette:
     api_routes = load_api_routes()
     overrides = settings.upstream_overrides()
@@ -165,6 +179,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
             max_body_bytes=settings.max_body_bytes,
             max_page_size=settings.max_page_size,
         )
+        tune_gc(settings)
         log.info(
             "gateway ready",
             extra={
