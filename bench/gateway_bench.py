@@ -4,12 +4,17 @@ GET product through the gateway (wrk, one thread) against the same GetProduct ma
 (ghz, one CPU), at the same concurrencies and over one connection each; then the gateway with two
 worker processes; then checkout through the gateway (a Python async HTTP driver: each checkout needs
 its own user and cart, which wrk cannot vary cheaply).
+
+Each row also records the gateway's CPU time per request (utime+stime of its process over the wrk
+run, or over the checkouts, divided by the requests): on a shared machine latency swings with the
+neighbours' load, CPU per request much less.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import re
 import shutil
 import statistics
@@ -41,6 +46,7 @@ class WrkResult:
     p50_ms: float
     p99_ms: float
     non_2xx: int
+    requests: int
     command: str
 
 
@@ -62,8 +68,16 @@ def run_wrk(url: str, *, concurrency: int, duration_s: int, threads: int = 1) ->
         p50_ms=_ms(latency["50"]),
         p99_ms=_ms(latency["99"]),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
+        requests=int(re.search(r"(\d+) requests in", out).group(1)),  # type: ignore[union-attr]
         command=f"wrk -t{threads} -c{concurrency} -d{duration_s}s --latency <gateway>/v1/products/<id>",
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _bearer(mesh: Mesh, user: str, *roles: str) -> dict[str, str]:
@@ -92,7 +106,7 @@ async def _product(mesh: Mesh, client: httpx.AsyncClient, admin: dict[str, str])
 
 
 async def _checkouts(
-    mesh: Mesh, client: httpx.AsyncClient, product_id: str, *, count: int, concurrency: int
+    mesh: Mesh, client: httpx.AsyncClient, product_id: str, *, count: int, concurrency: int, gateway_pid: int
 ) -> dict:
     users = [_bearer(mesh, f"bench-{uuid.uuid4().hex[:10]}") for _ in range(count)]
     semaphore = asyncio.Semaphore(16)
@@ -119,8 +133,10 @@ async def _checkouts(
             statuses[reply.status_code] = statuses.get(reply.status_code, 0) + 1
 
     started = time.perf_counter()
+    cpu_before = cpu_seconds(gateway_pid)
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu_ms = (cpu_seconds(gateway_pid) - cpu_before) * 1000
     cuts = statistics.quantiles(latencies, n=100)
     return {
         "concurrency": concurrency,
@@ -128,6 +144,7 @@ async def _checkouts(
         "per_s": round(count / elapsed, 1),
         "p50_ms": round(cuts[49], 1),
         "p99_ms": round(cuts[98], 1),
+        "gateway_cpu_ms_per_checkout": round(cpu_ms / count, 3),
         "statuses": statuses,
     }
 
@@ -139,6 +156,7 @@ async def run(
     async with bench_mesh(extra_env=env) as mesh:
         for service in ("catalog_svc", "inventory_svc", "order_svc", "gateway"):
             await mesh.start(service)
+        gateway_pid = mesh.procs["gateway"].proc.pid  # type: ignore[union-attr]
         async with httpx.AsyncClient(base_url=mesh.gateway_url, timeout=60) as client:
             admin = _bearer(mesh, "bench-admin", "admin")
             product_id = await _product(mesh, client, admin)
@@ -156,7 +174,9 @@ async def run(
                     concurrency=c,
                     duration_s=duration_s,
                 )
+                cpu_before = cpu_seconds(gateway_pid)
                 via = await asyncio.to_thread(run_wrk, url, concurrency=c, duration_s=duration_s)
+                gateway_cpu_ms = (cpu_seconds(gateway_pid) - cpu_before) * 1000
                 rows.append(
                     {
                         "concurrency": c,
@@ -168,14 +188,19 @@ async def run(
                         "gateway_p99_ms": round(via.p99_ms, 2),
                         "throughput_ratio": round(via.rps / direct.rps, 2),
                         "added_p50_ms": round(via.p50_ms - direct.p50_ms, 2),
+                        "gateway_cpu_ms_per_request": round(gateway_cpu_ms / max(via.requests, 1), 3),
                         "errors": {**direct.errors, **({"non_2xx": via.non_2xx} if via.non_2xx else {})},
                     }
                 )
                 print(f"gateway c={c}: grpc {direct.rps:.0f} rps p50 {direct.p50_ms:.2f} ms | "
-                      f"http {via.rps:.0f} rps p50 {via.p50_ms:.2f} ms", flush=True)  # fmt: skip
+                      f"http {via.rps:.0f} rps p50 {via.p50_ms:.2f} ms, "
+                      f"{gateway_cpu_ms / max(via.requests, 1):.3f} ms gateway CPU/request", flush=True)  # fmt: skip
                 commands = {"grpc": direct.command, "gateway": via.command}
             checkout_rows = [
-                await _checkouts(mesh, client, product_id, count=checkouts, concurrency=k) for k in (1, 16)
+                await _checkouts(
+                    mesh, client, product_id, count=checkouts, concurrency=k, gateway_pid=gateway_pid
+                )
+                for k in (1, 16)
             ]
         await mesh.restart("gateway", extra_env={"SHOPMESH_WORKERS": "2"})
         top = max(concurrency)
@@ -210,7 +235,7 @@ async def run(
             "Checkout through the gateway (each a fresh user with one cart line; Python httpx driver): "
             + "; ".join(
                 f"{r['concurrency']} concurrent: {r['per_s']}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
-                f"statuses {r['statuses']}"
+                f"gateway CPU {r['gateway_cpu_ms_per_checkout']} ms/checkout, statuses {r['statuses']}"
                 for r in checkout_rows
             ),
             "Services run with SHOPMESH_LOG_LEVEL=WARNING (bench_mesh), so the gateway writes no access log "

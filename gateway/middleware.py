@@ -24,7 +24,9 @@ _SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 ROUTE_KEY = "shopmesh.route"  # scope keys the dispatcher fills in for the log and metrics
 USER_KEY = "shopmesh.user"
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
+_NO_PARENT = otel_context.Context()  # what propagate.extract gives for a request without trace headers
 _tracer = trace.get_tracer("gateway")
+_MAX_CACHED_SERIES = 4096  # methods are client input: bound the per-series cache below
 
 
 def _request_id(scope: Scope) -> str:
@@ -41,6 +43,21 @@ class RequestContextMiddleware:
         self.app = app
         self._fixed = frozenset(fixed_paths)
         self._static = static_prefix
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # prometheus children
+
+    def _metrics(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """The request counter and duration histogram children of this series (labels() once)."""
+        key = (route, method, status)
+        children = self._series.get(key)
+        if children is None:
+            children = (
+                metrics.http_requests_total.labels(route, method, str(status)),
+                metrics.http_request_duration_seconds.labels(route, method),
+            )
+            if len(self._series) >= _MAX_CACHED_SERIES:
+                self._series.clear()
+            self._series[key] = children
+        return children
 
     def _route_label(self, scope: Scope) -> str:
         """The template set by the dispatcher, else the fixed endpoint, else "unmatched"."""
@@ -66,8 +83,9 @@ class RequestContextMiddleware:
             for k, v in scope.get("headers", ())
             if k in _TRACE_HEADERS
         }
+        parent = propagate.extract(carrier) if carrier else _NO_PARENT
         span = _tracer.start_span(
-            f"HTTP {scope.get('method', '')}", context=propagate.extract(carrier), kind=trace.SpanKind.SERVER
+            f"HTTP {scope.get('method', '')}", context=parent, kind=trace.SpanKind.SERVER
         )
         span_token = otel_context.attach(trace.set_span_in_context(span))
         state: dict[str, Any] = {"status": 500, "bytes": 0, "started": False}
@@ -106,13 +124,18 @@ class RequestContextMiddleware:
             route = self._route_label(scope)
             method = scope.get("method", "")
             span.update_name(f"{method} {route}")
-            span.set_attribute("http.request.method", method)
-            span.set_attribute("http.route", route)
-            span.set_attribute("http.response.status_code", state["status"])
+            span.set_attributes(
+                {
+                    "http.request.method": method,
+                    "http.route": route,
+                    "http.response.status_code": state["status"],
+                }
+            )
             if state["status"] >= 500:
                 span.set_status(trace.StatusCode.ERROR)
-            metrics.http_requests_total.labels(route, method, str(state["status"])).inc()
-            metrics.http_request_duration_seconds.labels(route, method).observe(elapsed)
+            requests, duration = self._metrics(route, method, state["status"])
+            requests.inc()
+            duration.observe(elapsed)
             client = scope.get("client")
             access_log.info(
                 "request",

@@ -7,6 +7,10 @@ makes concurrent requests from many gateway instances see one consistent bucket.
 {allowed, retry_after_ms}: how long until one token is back.
 
 The script is called with EVALSHA; on NOSCRIPT (a restarted or flushed Valkey) it is loaded again.
+EVALSHA goes over meshkit.resp's pipelined connection (valkey-py spent ~60 us of CPU per call, a
+fifth of the gateway's CPU on GET product, against ~12 us for the round trip), bounded by the
+client's socket timeout; SCRIPT LOAD, and everything when the client uses TLS or a Unix socket, stays
+on valkey-py.
 When Valkey fails, requests are allowed (fail-open) and `gateway_rate_limit_fail_open_total` counts
 them; after a failure Valkey is not tried again for `retry_down_seconds`, so an outage does not add
 a connect timeout to every request.
@@ -14,16 +18,18 @@ a connect timeout to every request.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
 import time
 
 import valkey.asyncio as valkey_asyncio
-from valkey.exceptions import NoScriptError, ValkeyError
+from valkey.exceptions import NoScriptError, ResponseError, ValkeyError
 
 from gateway import metrics
 from gateway.config import Bucket
+from meshkit.resp import PipelinedReader
 
 log = logging.getLogger("gateway.ratelimit")
 
@@ -80,6 +86,12 @@ class RateLimiter:
         self._prefix = key_prefix
         self._sha: str | None = None
         self._down_until = 0.0
+        self._reader = PipelinedReader.for_client(client)
+        self._timeout = client.connection_pool.connection_kwargs.get("socket_timeout") or 1.0
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
 
     def bucket(self, rate_class: str) -> Bucket:
         return self._buckets.get(rate_class, self._default)
@@ -92,7 +104,7 @@ class RateLimiter:
         key = f"{self._prefix}:{rate_class}:{identity}"
         try:
             allowed, retry_after_ms = await self._run(key, bucket)
-        except (ValkeyError, OSError) as exc:
+        except (ValkeyError, OSError) as exc:  # TimeoutError and the reader's ConnectionError included
             self._down_until = time.monotonic() + self._retry_down
             log.warning("rate limiter failing open", extra={"error": type(exc).__name__})
             return self._fail_open(rate_class)
@@ -105,11 +117,22 @@ class RateLimiter:
         if self._sha is None:
             self._sha = await self._client.script_load(TOKEN_BUCKET_LUA)
         try:
-            result = await self._client.evalsha(self._sha, 1, key, *args)
+            result = await self._evalsha(self._sha, key, args)
         except NoScriptError:
             self._sha = await self._client.script_load(TOKEN_BUCKET_LUA)
-            result = await self._client.evalsha(self._sha, 1, key, *args)
+            result = await self._evalsha(self._sha, key, args)
         return int(result[0]), int(result[1])
+
+    async def _evalsha(self, sha: str, key: str, args: tuple[int, str]) -> list[int]:
+        if self._reader is None:
+            return await self._client.evalsha(sha, 1, key, *args)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._reader.command("EVALSHA", sha, 1, key, *args)  # type: ignore[return-value]
+        except ResponseError as exc:
+            if str(exc).startswith("NOSCRIPT"):
+                raise NoScriptError(str(exc)) from None
+            raise
 
     def _fail_open(self, rate_class: str) -> Decision:
         metrics.rate_limit_fail_open_total.labels(rate_class).inc()

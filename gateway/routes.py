@@ -8,6 +8,7 @@ all come from its method options.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import pkgutil
 from collections.abc import Iterable
@@ -19,6 +20,7 @@ from google.protobuf.message_factory import GetMessageClass
 from shop.api.v1 import options_pb2
 
 from gateway.pathtemplate import PathTemplate, parse_template
+from gateway.protojson import Printer, compile_printer
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 # `fanout_services` arrived with the audit contract; read it only where the generated options have it
@@ -56,13 +58,18 @@ class Route:
     def grpc_path(self) -> str:
         return f"/{self.service.full_name}/{self.method.name}"
 
-    @property
+    @functools.cached_property
     def request_class(self) -> type[Message]:
         return GetMessageClass(self.method.input_type)
 
-    @property
+    @functools.cached_property
     def response_class(self) -> type[Message]:
         return GetMessageClass(self.method.output_type)
+
+    @functools.cached_property
+    def response_printer(self) -> Printer:
+        """The reply's proto3 JSON (only `response_body`'s field when the rule names one)."""
+        return compile_printer(self.method.output_type, field=self.response_body)
 
     @property
     def operation_id(self) -> str:

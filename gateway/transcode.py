@@ -11,6 +11,7 @@ for anything that does not fit.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -159,15 +160,18 @@ def build_request(
     request = route.request_class()
     descriptor = route.method.input_type
     bound = set(path_params) | ({route.body} if route.body not in ("", "*") else set())
-    _parse_into(request, _body_dict(route, body), what="request body")
-    query_message = route.request_class()
-    _parse_into(query_message, _query_dict(route, query, bound), what="query parameters")
-    request.MergeFrom(query_message)
+    body_data = _body_dict(route, body)
+    if body_data:  # ParseDict of {} sets nothing
+        _parse_into(request, body_data, what="request body")
+    if query:
+        query_message = route.request_class()
+        _parse_into(query_message, _query_dict(route, query, bound), what="query parameters")
+        request.MergeFrom(query_message)
     for sources in (
-        dict(path_params),
+        path_params,
         {b.field: headers[b.header] for b in route.header_bindings if b.header in headers},
     ):
-        if not sources:
+        if not sources or _assign_directly(request, descriptor, sources):
             continue
         data: dict[str, Any] = {}
         for name, raw in sources.items():
@@ -180,6 +184,41 @@ def build_request(
         request.MergeFrom(overriding)
     _check_page_size(request, max_page_size)
     return request
+
+
+_DIRECT_INTEGERS = {
+    FieldDescriptor.CPPTYPE_INT32: (-(2**31), 2**31 - 1),
+    FieldDescriptor.CPPTYPE_INT64: (-(2**63), 2**63 - 1),
+    FieldDescriptor.CPPTYPE_UINT32: (0, 2**32 - 1),
+    FieldDescriptor.CPPTYPE_UINT64: (0, 2**64 - 1),
+}
+_ASCII_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _assign_directly(request: Message, descriptor: Descriptor, sources: Mapping[str, str]) -> bool:
+    """Set path/header values that are plain top-level strings or in-range ASCII integers without
+    ParseDict, which would give exactly these values (clearing the field and merging one in equals
+    setting it); False, with nothing set, when any value needs ParseDict's conversion or its error."""
+    values = []
+    for name, raw in sources.items():
+        field = descriptor.fields_by_name.get(name)
+        if field is None or field.is_repeated:
+            return False
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if json_format._UNPAIRED_SURROGATE_PATTERN.search(raw):
+                return False
+            values.append((name, raw))
+            continue
+        limits = _DIRECT_INTEGERS.get(field.cpp_type)
+        if limits is None or len(raw) > 24 or not _ASCII_INTEGER.fullmatch(raw):
+            return False
+        number = int(raw)
+        if not limits[0] <= number <= limits[1]:
+            return False
+        values.append((name, number))
+    for name, value in values:
+        setattr(request, name, value)
+    return True
 
 
 def _clear(message: Message, dotted: str) -> None:
@@ -204,13 +243,8 @@ def _check_page_size(request: Message, max_page_size: int) -> None:
 
 
 def response_json(route: Route, response: Message) -> Any:
-    """proto3 JSON (lowerCamelCase names, fields without presence always printed)."""
-    data = json_format.MessageToDict(
-        response, preserving_proto_field_name=False, always_print_fields_with_no_presence=True
-    )
-    if route.response_body:
-        return data.get(response.DESCRIPTOR.fields_by_name[route.response_body].json_name)
-    return data
+    """proto3 JSON (lowerCamelCase names, fields without presence always printed): gateway.protojson."""
+    return route.response_printer(response)
 
 
 __all__ = ["GatewayError", "build_request", "response_json"]

@@ -13,20 +13,28 @@ from gateway.config import Bucket, GatewaySettings
 from gateway.ratelimit import RateLimiter
 
 
-@pytest.fixture
-async def client(infra_endpoints):
+@pytest.fixture(params=["pipelined", "valkey-py"])
+async def client(infra_endpoints, request):
+    """Every behaviour holds both ways EVALSHA can go: meshkit.resp's connection (TCP, the usual
+    case) and valkey-py (what a TLS or Unix-socket client keeps)."""
     client = valkey_asyncio.from_url(infra_endpoints.valkey_url, socket_timeout=2, socket_connect_timeout=2)
+    client.lean = request.param == "pipelined"
     yield client
     await client.aclose()
 
 
 def limiter(client, **buckets: Bucket) -> RateLimiter:
-    return RateLimiter(
+    rl = RateLimiter(
         client,
         buckets=buckets,
         default_bucket=Bucket(100, 100),
         key_prefix=f"test:ratelimit:{uuid.uuid4().hex}",
     )
+    assert rl._reader is not None  # a plain TCP client gets the pipelined connection
+    if not client.lean:
+        rl.close()
+        rl._reader = None
+    return rl
 
 
 async def test_burst_then_429_decision_then_refill(client) -> None:
@@ -105,3 +113,42 @@ def test_checkout_is_the_strictest_default_bucket() -> None:
     assert all(checkout.burst < b.burst and checkout.per_second < b.per_second for b in buckets.values())
     overridden = GatewaySettings(rate_limits="checkout=2/0.5").rate_limit_buckets()
     assert overridden["checkout"] == Bucket(2, 0.5) and overridden["browse"] == buckets["browse"]
+
+
+async def test_evalsha_goes_over_the_pipelined_connection(infra_endpoints) -> None:
+    client = valkey_asyncio.from_url(infra_endpoints.valkey_url, socket_timeout=2)
+    rl = RateLimiter(
+        client, buckets={}, default_bucket=Bucket(5, 1), key_prefix=f"test:rl:{uuid.uuid4().hex}"
+    )
+    calls = 0
+    evalsha = client.evalsha
+
+    async def counted(*args):
+        nonlocal calls
+        calls += 1
+        return await evalsha(*args)
+
+    client.evalsha = counted
+    assert all([(await rl.check("browse", "user:p")).allowed for _ in range(3)])
+    assert calls == 0 and rl._reader._protocol is not None
+    rl.close()
+    await client.aclose()
+
+
+async def test_a_valkey_that_stops_answering_fails_open_after_the_socket_timeout() -> None:
+    async def silent(reader, writer) -> None:
+        await reader.read(1 << 20)  # takes the command, never answers
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = valkey_asyncio.from_url(f"valkey://127.0.0.1:{port}/0", socket_timeout=0.2)
+    rl = RateLimiter(client, buckets={}, default_bucket=Bucket(1, 0.01), retry_down_seconds=0.1)
+    rl._sha = "0" * 40  # loaded already: the EVALSHA itself gets no answer
+    before = fail_open_count("browse")
+    decision = await rl.check("browse", "user:silent")
+    assert decision.allowed and decision.failed_open
+    assert fail_open_count("browse") - before == 1
+    rl.close()
+    await client.aclose()
+    server.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import json
@@ -111,3 +112,75 @@ def test_internal_tokens_carry_the_principal_and_are_reused() -> None:
     assert tokens.token_for(Principal("u1", ("admin",))) == first
     assert verify_internal_token("internal-secret-0123456789abcdef01", first) == Principal("u1", ("admin",))
     assert tokens.token_for(Principal("u2", ())) != first
+
+
+class FrozenClock:
+    """One clock for pyjwt (datetime.now) and the verifier's cache (time.time)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, at: float) -> None:
+        self.at = at
+        clock = self
+
+        class FrozenDatetime(datetime.datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return datetime.datetime.fromtimestamp(clock.at, tz)
+
+        monkeypatch.setattr(jwt.api_jwt, "datetime", FrozenDatetime)
+        monkeypatch.setattr(time, "time", lambda: clock.at)
+
+
+def counting_decode(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    decode = jwt.decode
+
+    def counted(token, *args, **kwargs):
+        calls.append(token)
+        return decode(token, *args, **kwargs)
+
+    monkeypatch.setattr("gateway.auth.jwt.decode", counted)
+    return calls
+
+
+def answer(verifier: JwtVerifier, header: str) -> object:
+    try:
+        return verifier.principal(header)
+    except GatewayError as error:
+        return (error.http_status, error.message)
+
+
+def test_a_verified_token_is_remembered_until_pyjwt_would_call_it_expired(monkeypatch) -> None:
+    start = 1_900_000_000
+    exp = start + 30
+    header = "Bearer " + jwt.encode(
+        {"sub": "u1", "aud": "shopmesh", "exp": exp, "roles": ["admin"]}, SECRET, algorithm="HS256"
+    )
+    clock = FrozenClock(monkeypatch, start)
+    calls = counting_decode(monkeypatch)
+    cached = JwtVerifier(key=SECRET, algorithm="HS256", audience="shopmesh", leeway=5)
+    assert [cached.principal(header) for _ in range(3)] == [Principal("u1", ("admin",))] * 3
+    assert len(calls) == 1
+    for at in (exp - 1, exp, exp + 4, exp + 4.999, exp + 5, exp + 5.001, exp + 60):
+        clock.at = at
+        fresh = JwtVerifier(key=SECRET, algorithm="HS256", audience="shopmesh", leeway=5)
+        assert answer(cached, header) == answer(fresh, header), at
+    assert answer(cached, header) == (401, "token expired")
+
+
+def test_refused_tokens_are_verified_every_time(monkeypatch) -> None:
+    calls = counting_decode(monkeypatch)
+    verifier = JwtVerifier(key=SECRET, algorithm="HS256", audience="shopmesh")
+    forged = f"Bearer {token({'roles': ['admin']}, key='another-secret-0123456789abcdef012')}"
+    bad_sub = f"Bearer {token({'sub': 'anonymous'})}"
+    for header in (forged, forged, bad_sub, bad_sub):
+        rejected(verifier, header)
+    assert len(calls) == 4
+
+
+def test_the_cache_is_bounded_and_keyed_by_the_exact_header() -> None:
+    verifier = JwtVerifier(key=SECRET, algorithm="HS256", audience="shopmesh", max_cached=2)
+    raw = token({"sub": "a"})
+    for header in (f"Bearer {raw}", f"bearer {raw}", f"Bearer  {raw} ", f"Bearer {token({'sub': 'b'})}"):
+        assert verifier.principal(header).subject in ("a", "b")
+        assert len(verifier._verified) <= 2
+    rejected(verifier, f"Bearer {raw}x")

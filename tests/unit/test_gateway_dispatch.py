@@ -8,6 +8,7 @@ import jwt
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from prometheus_client import REGISTRY
 from shop.inventory.v1 import inventory_pb2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -98,3 +99,28 @@ def test_anonymous_callers_go_upstream_as_anonymous(provider) -> None:
     assert verify_internal_token(INTERNAL, metadata[INTERNAL_TOKEN_HEADER]) == Principal(
         "anonymous", ("anonymous",)
     )
+
+
+def test_requests_without_trace_context_start_new_traces_and_each_is_counted(provider) -> None:
+    route = next(r for r in load_api_routes() if r.path.template == "/v1/products/{product_id}/stock")
+    upstream = RecordingUpstream(route, inventory_pb2.GetStockResponse())
+    labels = {"route": "/v1/products/{product_id}/stock", "method": "GET", "status": "200"}
+
+    def counted() -> float:
+        return REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+
+    def observed() -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "http_request_duration_seconds_count", {"route": labels["route"], "method": "GET"}
+            )
+            or 0.0
+        )
+
+    before, before_observed = counted(), observed()
+    client = client_for(upstream)
+    for product in (7, 8, 9):
+        assert client.get(f"/v1/products/{product}/stock").status_code == 200
+    assert counted() - before == 3 and observed() - before_observed == 3
+    trace_ids = {metadata["traceparent"].split("-")[1] for _, metadata in upstream.calls}
+    assert len(trace_ids) == 3 and "0" * 32 not in trace_ids  # a fresh, valid trace each time

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
-from gateway.errors import from_rpc_error, http_status_for
+from gateway.errors import encode, from_rpc_error, http_status_for
 from meshkit.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, to_status
 
 
@@ -116,3 +118,11 @@ def test_5xx_messages_never_leak_internals() -> None:
     status, body = from_rpc_error(rpc_error(db))
     assert status == 503 and "10.0.0.5" not in body["error"]["message"]
     assert body["error"]["details"][0]["reason"] == "DEPENDENCY_UNAVAILABLE"
+
+
+def test_encode_is_compact_utf8_json_and_falls_back_for_what_orjson_refuses() -> None:
+    body = {"a": [1, 2.5, None, True], "text": 'ünï "q" \\ \n\u2028😀', "nested": {"x": ""}}
+    assert encode(body) == json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    assert json.loads(encode({"small": 1e-05})) == {"small": 1e-05}
+    assert encode({"big": 2**70}) == b'{"big":1180591620717411303424}'
+    assert encode({1: "int key"}) == b'{"1":"int key"}'

@@ -162,3 +162,70 @@ def test_response_uses_proto3_json_names_and_prints_defaults() -> None:
     assert data["order"]["status"] == "ORDER_STATUS_UNSPECIFIED"
     product = catalog_pb2.GetProductResponse(product=catalog_pb2.Product(id=12))
     assert response_json(route("GET", "/v1/products/{product_id}"), product)["product"]["id"] == "12"
+
+
+RAW_VALUES = [
+    "7",
+    "0",
+    "-0",
+    "007",
+    "-12",
+    "2147483647",
+    "2147483648",
+    "-2147483649",
+    "4294967295",
+    "4294967296",
+    "9223372036854775807",
+    "9223372036854775808",
+    "18446744073709551615",
+    "18446744073709551616",
+    "9" * 30,
+    "9" * 5000,
+    "",
+    " 7",
+    "7 ",
+    "+7",
+    "1e3",
+    "1.0",
+    "0x10",
+    "٣",
+    "abc",
+    "ünï/:%",
+    "order-1f3a",
+    "\u00ff",
+    "true",
+]
+
+
+def outcome(r: Route, path: dict, headers: dict):
+    try:
+        return transcode(r, path=path, headers=headers).SerializeToString(deterministic=True)
+    except GatewayError as error:
+        return (error.http_status, error.message, error.field)
+
+
+@pytest.mark.parametrize(
+    "r",
+    [r for r in ROUTES.values() if r.path.variables or r.header_bindings],
+    ids=lambda r: f"{r.http_method} {r.path.template}",
+)
+def test_path_and_header_values_set_directly_equal_parse_dict(r: Route, monkeypatch) -> None:
+    import gateway.transcode as transcode_module
+
+    for raw in RAW_VALUES:
+        path = dict.fromkeys(r.path.variables, raw)
+        headers = {b.header: raw for b in r.header_bindings}
+        fast = outcome(r, path, headers)
+        with monkeypatch.context() as patched:
+            patched.setattr(transcode_module, "_assign_directly", lambda *args: False)
+            assert fast == outcome(r, path, headers), (r.path.template, raw)
+
+
+def test_plain_ids_and_keys_skip_parse_dict() -> None:
+    from gateway.transcode import _assign_directly
+
+    product = route("GET", "/v1/products/{product_id}")
+    request = product.request_class()
+    assert _assign_directly(request, product.method.input_type, {"product_id": "12"})
+    assert request.product_id == 12
+    assert not _assign_directly(request, product.method.input_type, {"product_id": "+12"})
