@@ -7,7 +7,6 @@ endpoints are /healthz, /metrics, /openapi.json and /docs (with its static asset
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -43,6 +42,7 @@ from gateway.routes import (
 )
 from meshkit.auth import TokenMinter
 from meshkit.clients import open_channel
+from meshkit.gc_tuning import tune_gc
 from meshkit.logs import configure_logging
 from meshkit.settings import load_settings
 from meshkit.tracing import configure_tracing
@@ -102,19 +102,6 @@ def _upstream(route: ApiRoute, channels: dict[str, grpc.aio.Channel], settings: 
         calls = {area: callable_on(channels[area]) for area in route.fanout_services}
         return FanoutUpstream(route=route, fanout=FanoutCall(route, calls, timeout))
     return SingleCall(route=route, call=callable_on(channels[route.service.full_name]), timeout=timeout)
-
-
-def tune_gc(settings: GatewaySettings) -> None:
-    """meshkit.server.tune_gc for the gateway (that module would pull psycopg, Kafka and the
-    services' metrics into this process): freeze what start-up built (modules, descriptors, routes,
-    compiled converters, channels) out of the collector's view. Unfrozen, a full collection of the
-    gateway's start-up heap paused it for ~30 ms on an idle machine, far more under load."""
-    if settings.gc_freeze:
-        gc.collect()
-        gc.freeze()
-    if settings.gc_gen0_threshold > 0:
-        _, gen1, gen2 = gc.get_threshold()
-        gc.set_threshold(settings.gc_gen0_threshold, gen1, gen2)
 
 
 def build_app(settings: GatewaySettings) -> Starlette:

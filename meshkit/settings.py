@@ -75,7 +75,7 @@ class CommonSettings:
     metrics_port: int = 0
     workers: int = 1
     shutdown_grace_seconds: float = 10.0
-    # garbage collector of serving processes (meshkit.server.tune_gc); 0 keeps the interpreter's 700
+    # garbage collector of serving processes (meshkit.gc_tuning.tune_gc); 0 keeps the interpreter's 700
     gc_freeze: bool = True
     gc_gen0_threshold: int = 0
     # peers

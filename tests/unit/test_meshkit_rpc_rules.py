@@ -13,9 +13,9 @@ from shop.order.v1 import order_pb2
 from meshkit.access import access_policy
 from meshkit.context import Principal, new_request_id
 from meshkit.errors import PermissionDenied, Unauthenticated
+from meshkit.gc_tuning import tune_gc
 from meshkit.interceptors import may_hold_strings, nul_field
 from meshkit.resp import _Incomplete, encode_command, parse_reply
-from meshkit.server import tune_gc
 from meshkit.settings import CommonSettings
 
 CATALOG = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"]
