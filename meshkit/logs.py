@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+import orjson
 from opentelemetry import trace
 
 from meshkit.context import request_id_var
@@ -41,7 +42,10 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        try:  # orjson: ~4x cheaper per line, and every request writes an access line at INFO
+            return orjson.dumps(entry, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except TypeError:  # what orjson refuses (an int past 64 bits, say) json still prints
+            return json.dumps(entry, default=str)
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
