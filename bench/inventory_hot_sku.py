@@ -65,16 +65,12 @@ async def measure_round(mesh, pid: int, token: str, data: dict, c: int, duration
     )
     cpu_ms = (process_cpu_seconds(pid) - cpu_before) * 1000 / max(1, ours.count)
     batches = batches_written(mesh.database_url) - batches_before
-    limit = await asyncio.to_thread(
-        run_pgbench,
-        mesh.database_url,
-        PGBENCH_DIR / "conditional_update.sql",
-        concurrency=c,
-        duration_s=duration_s,
-    )
-    seed = await asyncio.to_thread(
-        run_pgbench, mesh.database_url, PGBENCH_DIR / "seed_reserve.sql", concurrency=c, duration_s=duration_s
-    )
+    limit, seed = [
+        await asyncio.to_thread(
+            run_pgbench, mesh.database_url, PGBENCH_DIR / script, concurrency=c, duration_s=duration_s
+        )
+        for script in ("conditional_update.sql", "seed_reserve.sql")
+    ]
     return {
         "ours": ours,
         "cpu_ms": cpu_ms,
@@ -89,9 +85,7 @@ def median_row(c: int, rounds: list[dict]) -> dict:
     """Per-figure medians over the rounds; the ratios are the medians of the per-round ratios
     (each round's three runs are back to back, so a ratio within a round sees one background load)."""
 
-    def med(values) -> float:
-        return statistics.median(list(values))
-
+    med = statistics.median
     vs_seed = [r["ours"].rps / r["seed"].tps for r in rounds]
     errors: dict[str, int] = {}
     for r in rounds:
