@@ -10,11 +10,20 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, Sampler
 
 
 def configure_tracing(service: str, otlp_endpoint: str) -> TracerProvider:
-    """Install the tracer provider; spans are exported only when an endpoint is configured."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    """Install the tracer provider; spans are exported only when an endpoint is configured.
+
+    Without an endpoint nothing reads the spans, so a trace the caller did not ask to sample is not
+    recorded: each span is a non-recording one that still carries a valid trace id (new, or the
+    caller's), so logs, audit records and the traceparent passed on keep their ids. Recording a span
+    nobody exports cost catalog_svc ~10% of its CPU under checkout load (one span per consumed
+    record). A caller's sampled trace (traceparent flag 01) is still recorded and passed on sampled.
+    """
+    sampler: Sampler | None = None if otlp_endpoint else ParentBased(root=ALWAYS_OFF)
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
