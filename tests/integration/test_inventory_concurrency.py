@@ -25,12 +25,6 @@ from tests.integration.inventory_helpers import (
 )
 
 
-@pytest.fixture
-async def inventory(mesh):
-    await mesh.start("inventory_svc")
-    return mesh
-
-
 async def test_500_concurrent_reserves_on_7_units_reserve_exactly_7(inventory):
     admin, svc = admin_stub(inventory), service_stub(inventory)
     product = new_product_id()

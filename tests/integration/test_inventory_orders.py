@@ -26,12 +26,6 @@ from tests.integration.inventory_helpers import (
 )
 
 
-@pytest.fixture
-async def inventory(mesh):
-    await mesh.start("inventory_svc")
-    return mesh
-
-
 def _python_event(event_id, product_id, version, at, quantity, reserved, movement, warehouse_id):
     available = quantity - reserved
     event = events_pb2.InventoryEvent(
