@@ -298,6 +298,7 @@ async def run(
                         "reindex_documents": stats["documents"],
                         "reindex_seconds": stats["load_seconds"],
                         "docs_per_second": stats["docs_per_second"],
+                        "merge_to_one_segment_s": stats["merge_seconds"],
                     }
                 )
                 # warm both paths (caches, JIT, connections) before measuring

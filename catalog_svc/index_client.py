@@ -45,6 +45,9 @@ from catalog_svc.search_os import MAPPING, RESPONSE_FILTER_PATH, document_versio
 
 log = logging.getLogger("catalog_svc.index")
 
+# merging a freshly built index into one segment: seconds at 100K documents, longer at millions
+COMPACT_TIMEOUT_SECONDS = 1800.0
+
 
 class BulkError(RuntimeError):
     """Some documents of a bulk request failed for a reason other than a stale version."""
@@ -373,6 +376,22 @@ class SearchIndex:
         )
         await self.client.indices.refresh(index=name)
 
+    async def compact(self, name: str) -> None:
+        """Merge a freshly built index into one segment before it serves searches.
+
+        A search visits every segment (query set-up, and each segment's doc values for the facets),
+        and a bulk load leaves many. Measured on the benchmark's 100K-product catalog, its query mix
+        sent straight to OpenSearch by 16 clients: 15 segments holding 300K deleted documents (an
+        older catch-up rewrote every document) served ~385 searches/s, p99 ~72 ms; one segment ~710/s;
+        one segment without the deleted documents ~880/s, p99 ~34 ms. The index is read-mostly (a
+        few product and stock writes a second), so later writes add small segments the merge policy
+        folds in as usual.
+        """
+        await self.client.indices.forcemerge(
+            index=name, max_num_segments=1, request_timeout=max(self._timeout, COMPACT_TIMEOUT_SECONDS)
+        )
+        await self.client.indices.refresh(index=name)
+
     async def swap_alias(self, new_index: str, *, delete_old: bool = True) -> list[str]:
         """Point the alias at `new_index` only, atomically; returns (and drops) the previous indexes."""
         old = [name for name in await self.alias_indexes() if name != new_index]
@@ -400,9 +419,19 @@ class SearchIndex:
         )
 
     async def write_documents(
-        self, docs: Sequence[dict[str, Any]], *, index: str | None = None, refresh: bool = False
+        self,
+        docs: Sequence[dict[str, Any]],
+        *,
+        index: str | None = None,
+        refresh: bool = False,
+        only_newer: bool = False,
     ) -> int:
-        """Bulk-write documents with external_gte versions; stale ones are skipped. Returns #written."""
+        """Bulk-write documents with external_gte versions; stale ones are skipped. Returns #written.
+
+        `only_newer`: external versions instead, so a document the index already holds at the same
+        version is skipped too (a version names one state of a product, so it would be the same
+        document). Rewriting it would only leave a deleted copy behind for searches to step over.
+        """
         if not docs:
             return 0
         lines: list[dict[str, Any]] = []
@@ -413,7 +442,7 @@ class SearchIndex:
                         "_index": index or self.alias,
                         "_id": str(doc["id"]),
                         "version": document_version(doc),
-                        "version_type": "external_gte",
+                        "version_type": "external" if only_newer else "external_gte",
                     }
                 }
             )

@@ -40,9 +40,11 @@ def _docs(rows: Sequence[index_store.IndexRow]) -> list[dict[str, Any]]:
 async def reindex(pool: AsyncConnectionPool, index: SearchIndex, *, batch_size: int = 2000) -> dict[str, Any]:
     """Build a new versioned index from PostgreSQL, swap the alias to it atomically, catch up.
 
-    Searches keep using the old index until the swap. Writes the sync loop makes meanwhile go to
-    the old index; the catch-up pass rewrites everything changed since the start into the new one
-    (external versions make any overlap harmless), and reconcile repairs whatever is left.
+    Searches keep using the old index until the swap, and the new one is merged into one segment
+    before it takes them (SearchIndex.compact). Writes the sync loop makes meanwhile go to the old
+    index; the catch-up pass writes everything changed since the start into the new one, skipping
+    documents it already holds at that version (external versions make any overlap harmless), and
+    reconcile repairs whatever is left.
     """
     async with connection(pool) as conn:
         started_at = await store.db_now(conn)
@@ -53,6 +55,9 @@ async def reindex(pool: AsyncConnectionPool, index: SearchIndex, *, batch_size: 
         total = await _bulk_load(pool, index, name, batch_size)
         load_seconds = time.perf_counter() - clock
         await index.finish_bulk_load(name)
+        merge_clock = time.perf_counter()
+        await index.compact(name)  # one segment before it serves searches
+        merge_seconds = time.perf_counter() - merge_clock
         replaced = await index.swap_alias(name)
     except BaseException:
         with contextlib.suppress(Exception):  # the alias still points at the old index: drop the new one
@@ -64,7 +69,8 @@ async def reindex(pool: AsyncConnectionPool, index: SearchIndex, *, batch_size: 
     for start in range(0, len(changed), batch_size):
         async with connection(pool) as conn:
             rows = await index_store.index_rows(conn, changed[start : start + batch_size])
-        caught_up += await index.write_documents(_docs(rows))
+        # only_newer: a product unchanged since the bulk load is already there at this version
+        caught_up += await index.write_documents(_docs(rows), only_newer=True)
     report = {
         "index": name,
         "alias": index.alias,
@@ -72,6 +78,7 @@ async def reindex(pool: AsyncConnectionPool, index: SearchIndex, *, batch_size: 
         "documents": total,
         "load_seconds": round(load_seconds, 3),
         "docs_per_second": round(total / load_seconds, 1) if load_seconds > 0 else None,
+        "merge_seconds": round(merge_seconds, 3),
         "caught_up": caught_up,
     }
     log_event(log, "reindex_done", **report)

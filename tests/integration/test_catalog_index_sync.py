@@ -271,6 +271,57 @@ async def test_reindex_swaps_the_alias_while_searches_keep_answering(mesh, world
     await eventually(findable)
 
 
+def _doc(product_id: int, catalog_version: int, title: str) -> dict:
+    return {"id": product_id, "title": title, "catalog_version": catalog_version, "inventory_version": 0}
+
+
+async def _segments(name: str) -> list[dict]:
+    async with httpx.AsyncClient() as http:
+        reply = (await http.get(f"{OPENSEARCH}/{name}/_segments")).json()
+    return [seg for shard in reply["indices"][name]["shards"]["0"] for seg in shard["segments"].values()]
+
+
+async def test_only_newer_writes_skip_a_document_already_at_that_version(index_and_pool):
+    index, _pool, _settings = index_and_pool
+    name = index.new_index_name()
+    await index.create_index(name)
+    try:
+        assert await index.write_documents([_doc(1, 3, "first")], index=name, refresh=True) == 1
+        async with httpx.AsyncClient() as http:
+            seq_no = (await http.get(f"{OPENSEARCH}/{name}/_doc/1")).json()["_seq_no"]
+            # the same version: skipped, the stored document is not rewritten
+            assert await index.write_documents([_doc(1, 3, "again")], index=name, only_newer=True) == 0
+            # an older one: skipped either way
+            assert await index.write_documents([_doc(1, 2, "older")], index=name, only_newer=True) == 0
+            # a newer one is written
+            assert await index.write_documents([_doc(1, 4, "newer")], index=name, only_newer=True) == 1
+            await index.client.indices.refresh(index=name)
+            stored = (await http.get(f"{OPENSEARCH}/{name}/_doc/1")).json()
+        assert stored["_source"]["title"] == "newer" and stored["_version"] == 4
+        assert stored["_seq_no"] == seq_no + 1  # exactly one write after the first
+        # without only_newer, the same version is rewritten (what the sync loop and reconcile rely on)
+        assert await index.write_documents([_doc(1, 4, "rewritten")], index=name) == 1
+    finally:
+        await index.client.indices.delete(index=name, ignore_unavailable=True)
+
+
+async def test_compact_merges_an_index_into_one_segment(index_and_pool):
+    index, _pool, _settings = index_and_pool
+    name = index.new_index_name()
+    await index.create_index(name)
+    try:
+        for batch in range(4):  # each refreshed bulk write leaves a segment of its own
+            docs = [_doc(batch * 10 + n, 1, f"doc {batch} {n}") for n in range(10)]
+            assert await index.write_documents(docs, index=name, refresh=True) == 10
+        assert len(await _segments(name)) > 1
+        await index.compact(name)
+        segments = await _segments(name)
+        assert len(segments) == 1 and segments[0]["num_docs"] == 40
+        assert await index.count() >= 0  # the alias still answers (compact never touches it)
+    finally:
+        await index.client.indices.delete(index=name, ignore_unavailable=True)
+
+
 async def test_reconcile_repairs_missing_stale_and_extra_documents(mesh, world, index_and_pool):
     index, pool, _settings = index_and_pool
     alias = alias_of(mesh)
