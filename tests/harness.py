@@ -119,6 +119,10 @@ class Mesh:
             "SHOPMESH_SHUTDOWN_GRACE_SECONDS": "2",
             "SHOPMESH_LOG_LEVEL": "INFO",
             "SHOPMESH_TEST_SUFFIX": suffix,
+            # no scheduled search reconcile (by default 5 s after catalog_svc starts): tests feed stock
+            # events that disagree with the real inventory on purpose, and a reconcile checking in_stock
+            # against inventory "repaired" documents mid-test; the reconcile tests run it themselves
+            "SHOPMESH_RECONCILE_FIRST_DELAY_SECONDS": "86400",
             # consumer groups of this session alone (a shared group name rebalances across sessions)
             "SHOPMESH_INDEXER_GROUP": f"catalog-indexer-{suffix}",
             "SHOPMESH_COPURCHASE_GROUP": f"catalog-copurchases-{suffix}",

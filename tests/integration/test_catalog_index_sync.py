@@ -40,10 +40,7 @@ from tests.integration.catalog_helpers import (
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def world(mesh) -> World:
     await mesh.start("inventory_svc")
-    # these tests feed stock events that disagree with the real inventory on purpose; the scheduled
-    # reconcile (5 s after start) checks in_stock against inventory and would "repair" a document in
-    # the middle of a test. test_reconcile_* runs reconcile itself.
-    await mesh.restart("catalog_svc", extra_env={"SHOPMESH_RECONCILE_FIRST_DELAY_SECONDS": "86400"})
+    await mesh.start("catalog_svc")  # without its scheduled reconcile (tests/harness.py says why)
     built = await build_world(mesh, n=24, seed=11)
     await wait_indexed(mesh, built)
     return built
