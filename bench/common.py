@@ -27,7 +27,7 @@ from meshkit.context import Principal
 from meshkit.kafka import ensure_topics
 from meshkit.migrate import ROOT, SERVICE_SCHEMAS, apply_migrations
 from meshkit.settings import CommonSettings, load_settings
-from tests.harness import Mesh  # the same real-process launcher the tests use
+from tests.harness import Mesh, delete_mesh_state  # the same real-process launcher the tests use
 
 RESULTS_DIR = ROOT / "bench" / "results"
 GHZ = ROOT / ".tools" / "bin" / "ghz"
@@ -186,6 +186,9 @@ async def bench_mesh(*, extra_env: dict[str, str] | None = None) -> AsyncIterato
             yield mesh
         finally:
             await mesh.close()
+            await delete_mesh_state(
+                mesh, opensearch_url=settings.opensearch_url, bootstrap=settings.kafka_bootstrap
+            )
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

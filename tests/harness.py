@@ -252,6 +252,17 @@ def delete_session_kafka_state(bootstrap: str, suffix: str) -> tuple[list[str], 
         admin.close()
 
 
+async def delete_mesh_state(the_mesh: Mesh, *, opensearch_url: str, bootstrap: str) -> None:
+    """Drop what a mesh's services made outside its database, once they are stopped: its search
+    indexes (catalog_svc made them; a benchmark's 1M-product index is over a gigabyte, and every
+    index left behind keeps refreshing) and its topics and consumer groups. Best effort."""
+    with contextlib.suppress(Exception):
+        async with httpx.AsyncClient(timeout=30) as client:
+            await client.delete(f"{opensearch_url}/{the_mesh.env['SHOPMESH_SEARCH_INDEX_ALIAS']}-*")
+    with contextlib.suppress(Exception):
+        await asyncio.to_thread(delete_session_kafka_state, bootstrap, the_mesh.suffix)
+
+
 @pytest_asyncio.fixture(scope="session")
 async def mesh(test_database: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
     for package in SERVICE_SCHEMAS:
@@ -271,9 +282,4 @@ async def mesh(test_database: str, tmp_path_factory: pytest.TempPathFactory) -> 
     finally:
         with contextlib.suppress(Exception):
             await the_mesh.close()
-        with contextlib.suppress(Exception):  # this session's search indexes (catalog_svc made them)
-            opensearch = infra.opensearch_url
-            async with httpx.AsyncClient(timeout=30) as client:
-                await client.delete(f"{opensearch}/{the_mesh.env['SHOPMESH_SEARCH_INDEX_ALIAS']}-*")
-        with contextlib.suppress(Exception):  # this session's topics and consumer groups
-            await asyncio.to_thread(delete_session_kafka_state, bootstrap, the_mesh.suffix)
+        await delete_mesh_state(the_mesh, opensearch_url=infra.opensearch_url, bootstrap=bootstrap)
