@@ -36,7 +36,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import bench_mesh, internal_token, own_consumer_groups, run_ghz, write_result
+from bench.common import (
+    bench_mesh,
+    internal_token,
+    own_consumer_groups,
+    process_cpu_seconds,
+    run_ghz,
+    write_result,
+)
 from catalog_svc import demo, jobs, loader, search_os
 from catalog_svc.config import CatalogSettings
 from catalog_svc.index_client import SearchIndex, build_client, encode_body
@@ -73,12 +80,6 @@ class Timing:
     command: str
     requests: int = 0
     cpu_ms_per_request: float | None = None
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def sizes_from_env(default: tuple[int, ...]) -> tuple[int, ...]:

@@ -157,6 +157,12 @@ def run_pgbench(database_url: str, script: Path, *, concurrency: int, duration_s
     return PgbenchResult(concurrency, tps, latency, command)
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def internal_token(secret: str, subject: str, roles: tuple[str, ...]) -> str:
     return mint_internal_token(secret, Principal(subject, roles), ttl_seconds=3600)
 

@@ -19,13 +19,20 @@ from __future__ import annotations
 import asyncio
 import statistics
 import subprocess
-from pathlib import Path
 
 import psycopg
 from shop.inventory.v1 import inventory_pb2 as pb
 from shop.inventory.v1 import inventory_pb2_grpc
 
-from bench.common import PG_BIN, bench_mesh, internal_token, run_ghz, run_pgbench, write_result
+from bench.common import (
+    PG_BIN,
+    bench_mesh,
+    internal_token,
+    process_cpu_seconds,
+    run_ghz,
+    run_pgbench,
+    write_result,
+)
 from inventory_svc.store import INVARIANT_SQL
 from meshkit.migrate import ROOT
 
@@ -34,12 +41,6 @@ GOAL_LEVELS = (8, 64)  # the goals are read at these client counts
 ROUNDS_AT_GOAL_LEVELS = 3
 HOT_PRODUCT = 1
 PGBENCH_DIR = ROOT / "bench" / "pgbench"
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100.0  # USER_HZ is 100 on Linux
 
 
 def batches_written(database_url: str) -> int:

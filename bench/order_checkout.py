@@ -29,15 +29,14 @@ from shop.common.v1 import address_pb2, money_pb2
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 
-from bench.common import PG_BIN, bench_mesh, internal_token, run_pgbench, write_result
+from bench.common import PG_BIN, bench_mesh, internal_token, process_cpu_seconds, run_pgbench, write_result
 from meshkit.auth import INTERNAL_TOKEN_HEADER
 from meshkit.migrate import ROOT
 
 CONCURRENCY = (8, 32, 64)
 GOAL_LEVELS = (8, 32)  # throughput is best at 8 clients, the p99 goal is read at 32
-ROUNDS_AT_GOAL_LEVELS = (
-    3  # interleaved (ours, pgbench, ours, ...): medians, so one noisy minute cannot decide
-)
+# interleaved (ours, pgbench, ours, ...) and medians, so one noisy minute cannot decide a goal
+ROUNDS_AT_GOAL_LEVELS = 3
 PRODUCTS = 100
 PGBENCH_DIR = ROOT / "bench" / "pgbench"
 ADDRESS = address_pb2.Address(
@@ -147,38 +146,41 @@ async def _load(mesh, products: list[int], *, concurrency: int, duration_s: floa
     }
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (from /proc)."""
-    with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _service_cpu(mesh) -> dict[str, float]:
-    return {name: _cpu_seconds(proc.proc.pid) for name, proc in mesh.procs.items() if proc.running}
+    return {name: process_cpu_seconds(proc.proc.pid) for name, proc in mesh.procs.items() if proc.running}
 
 
-def _machine_cpu() -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, CPU seconds of every PostgreSQL process) so far.
-
-    The machine's figure counts every core's non-idle time (/proc/stat), so per checkout it is the
-    whole cost: services, PostgreSQL, Valkey, Kafka, OpenSearch's background work and this driver.
-    """
+def _machine_busy_seconds() -> float:
+    """Every core's non-idle time so far (/proc/stat): per checkout, the whole cost of one, services,
+    PostgreSQL, Valkey, Kafka, OpenSearch's background work and this driver alike."""
     with open("/proc/stat") as handle:
         fields = [int(v) for v in handle.readline().split()[1:]]
     busy = sum(fields[:8]) - fields[3] - fields[4]  # user..steal, less idle and iowait
-    postgres = 0.0
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu_seconds() -> float:
+    """CPU time so far of every PostgreSQL process (server and backends)."""
+    total = 0.0
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/comm") as handle:
-                if handle.read().strip() != "postgres":
-                    continue
-            postgres += _cpu_seconds(int(entry.name))
+                if handle.read().strip() == "postgres":
+                    total += process_cpu_seconds(int(entry.name))
         except OSError:  # exited meanwhile
             continue
-    return busy / os.sysconf("SC_CLK_TCK"), postgres
+    return total
+
+
+def _cpu_counters(mesh) -> dict[str, float]:
+    """CPU seconds so far: each service process, PostgreSQL, and the whole machine."""
+    return {
+        **_service_cpu(mesh),
+        "postgres": _postgres_cpu_seconds(),
+        "whole_machine": _machine_busy_seconds(),
+    }
 
 
 def _median_cpu(rounds: list[dict]) -> dict[str, float]:
@@ -258,15 +260,13 @@ async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENC
         for c in concurrency:
             rounds = []
             for _ in range(ROUNDS_AT_GOAL_LEVELS if c in GOAL_LEVELS else 1):
-                cpu_before, machine_before = _service_cpu(mesh), _machine_cpu()
+                cpu_before = _cpu_counters(mesh)
                 ours = await _load(mesh, products, concurrency=c, duration_s=duration_s)
-                cpu_after, machine_after = _service_cpu(mesh), _machine_cpu()
+                cpu_after = _cpu_counters(mesh)
                 done = max(1, len(ours["order_ids"]))
                 cpu_here = {
                     name: round((cpu_after[name] - cpu_before[name]) * 1000 / done, 1) for name in cpu_after
                 }
-                cpu_here["postgres"] = round((machine_after[1] - machine_before[1]) * 1000 / done, 1)
-                cpu_here["whole_machine"] = round((machine_after[0] - machine_before[0]) * 1000 / done, 1)
                 all_orders += ours.pop("order_ids")
                 limit = await asyncio.to_thread(
                     run_pgbench,
