@@ -429,8 +429,10 @@ class SearchIndex:
         """Bulk-write documents with external_gte versions; stale ones are skipped. Returns #written.
 
         `only_newer`: external versions instead, so a document the index already holds at the same
-        version is skipped too (a version names one state of a product, so it would be the same
-        document). Rewriting it would only leave a deleted copy behind for searches to step over.
+        version is skipped too. A version names one state of a product, except after reconcile
+        repairs in_stock from inventory (same version, other content): reconcile writes those itself,
+        with external_gte. Rewriting an identical document would only leave a deleted copy behind
+        for searches to step over.
         """
         if not docs:
             return 0

@@ -69,7 +69,9 @@ async def reindex(pool: AsyncConnectionPool, index: SearchIndex, *, batch_size: 
     for start in range(0, len(changed), batch_size):
         async with connection(pool) as conn:
             rows = await index_store.index_rows(conn, changed[start : start + batch_size])
-        # only_newer: a product unchanged since the bulk load is already there at this version
+        # only_newer: a product unchanged since the bulk load is already there at this version. A stock
+        # repair by a reconcile running at the same time keeps the version, so it is skipped here and
+        # left to the next reconcile (which rewrites it with external_gte).
         caught_up += await index.write_documents(_docs(rows), only_newer=True)
     report = {
         "index": name,

@@ -19,7 +19,7 @@ def configure_tracing(service: str, otlp_endpoint: str) -> TracerProvider:
     Without an endpoint nothing reads the spans, so a trace the caller did not ask to sample is not
     recorded: each span is a non-recording one that still carries a valid trace id (new, or the
     caller's), so logs, audit records and the traceparent passed on keep their ids. Recording a span
-    nobody exports cost catalog_svc ~10% of its CPU under checkout load (one span per consumed
+    nobody exports cost catalog_svc ~6% of its CPU under checkout load (one span per consumed
     record). A caller's sampled trace (traceparent flag 01) is still recorded and passed on sampled.
     """
     sampler: Sampler | None = None if otlp_endpoint else ParentBased(root=ALWAYS_OFF)

@@ -311,10 +311,12 @@ async def test_compact_merges_an_index_into_one_segment(index_and_pool):
             docs = [_doc(batch * 10 + n, 1, f"doc {batch} {n}") for n in range(10)]
             assert await index.write_documents(docs, index=name, refresh=True) == 10
         assert len(await _segments(name)) > 1
+        serving = await index.alias_indexes()
         await index.compact(name)
         segments = await _segments(name)
         assert len(segments) == 1 and segments[0]["num_docs"] == 40
-        assert await index.count() >= 0  # the alias still answers (compact never touches it)
+        assert await index.alias_indexes() == serving  # compact never moves the alias
+        assert await index.count() >= 0  # and the alias still answers
     finally:
         await index.client.indices.delete(index=name, ignore_unavailable=True)
 
