@@ -22,7 +22,7 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from infra.control import Infra
-from infra.procs import InfraError, log_tail
+from infra.procs import InfraError, exit_with_parent, log_tail
 from infra.settings import REPO_ROOT, child_environment
 from meshkit.settings import CommonSettings, load_settings
 
@@ -137,6 +137,9 @@ def _migrate(env: dict[str, str]) -> None:
 
 def _start_services(mesh: RunningMesh, log_dir: Path) -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
+    # a service never outlives run-mesh: if run-mesh is killed (SIGKILL, OOM) before it can stop them,
+    # the kernel sends each service SIGTERM, which starts its graceful shutdown
+    orphan_guard = exit_with_parent(signal.SIGTERM)
     for spec in service_specs(mesh.settings):
         if not (REPO_ROOT / spec.package / "__main__.py").exists():
             print(f"mesh: {spec.package} has no __main__.py yet; not started")
@@ -148,6 +151,7 @@ def _start_services(mesh: RunningMesh, log_dir: Path) -> None:
                 env=child_environment(mesh.infra.settings, **spec.environment()),
                 cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C goes to run-mesh, which stops services in order
+                preexec_fn=orphan_guard,
             )  # fmt: skip
         mesh.services.append(RunningService(spec, process, log_path))
         print(f"mesh: started {spec.package} (pid {process.pid}), log {log_path}")
@@ -211,6 +215,9 @@ def _interrupt(_signum: int, _frame: object) -> None:
 
 def run_mesh(infra: Infra) -> int:
     settings = load_settings(MeshSettings)
+    # Ctrl-C stops the mesh even when SIGINT came in ignored: a shell starts background jobs (`&` in a
+    # script) with SIGINT ignored, and Python then installs no KeyboardInterrupt handler of its own
+    previous_int = signal.signal(signal.SIGINT, _interrupt)
     previous_term = signal.signal(signal.SIGTERM, _interrupt)
     with infra.locked():
         lease = infra.take_lease(infra.up())
@@ -241,6 +248,6 @@ def run_mesh(infra: Infra) -> int:
         with infra.locked():
             to_stop = infra.release_lease(lease)
             infra.down(to_stop)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous_term)
     return code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import pwd
 import shutil
@@ -107,6 +108,31 @@ def run(argv: Sequence[str], *, what: str, env: Mapping[str, str] | None = None,
     if code != 0:
         raise InfraError(f"{what} failed (exit {code}): {' '.join(argv)}\n{output[-4000:]}")
     return output
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_parent(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A `preexec_fn` making the child receive `signum` when the process that spawns it dies, even by
+    SIGKILL (Linux prctl PR_SET_PDEATHSIG; the setting survives exec). None where prctl is missing.
+
+    The kernel ties it to the spawning *thread*: spawn from a thread that lives as long as the parent
+    (run-mesh spawns from its main thread). libc and its prctl are looked up here, in the parent, so
+    the child only makes one foreign call between fork and exec."""
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # the process's own libc
+    if prctl is None:
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    parent = os.getpid()
+
+    def set_parent_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: the kernel will not signal now
+            os.kill(os.getpid(), signum)
+
+    return set_parent_death_signal
 
 
 def read_pid(pidfile: Path) -> int | None:

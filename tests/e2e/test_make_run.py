@@ -3,6 +3,7 @@ a real grpcurl health check, the gateway answers /healthz, and Ctrl-C stops ever
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -39,14 +40,15 @@ def run_database(infra_endpoints):
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_make_run_serves_every_service_and_stops_on_ctrl_c(run_database):
-    assert GRPCURL.exists(), "grpcurl missing: run `make install` (infra/tools.sh installs it)"
+def _run_mesh_env(database_url: str) -> tuple[dict[str, str], dict[str, int], int]:
+    """Environment for a run-mesh of its own (database, ports, topics, index, cache keys), with its
+    gRPC ports and the gateway's port."""
     grpc_ports = {name: free_port() for name in SERVICES}
     gateway_port = free_port()
     suffix = secrets.token_hex(4)
     env = {
         **os.environ,
-        "SHOPMESH_DATABASE_URL": run_database,
+        "SHOPMESH_DATABASE_URL": database_url,
         "SHOPMESH_GATEWAY_PORT": str(gateway_port),
         "SHOPMESH_INTERNAL_TOKEN_SECRET": secrets.token_hex(16),
         "SHOPMESH_TOPIC_INVENTORY_EVENTS": f"inventory-events-run-{suffix}",
@@ -62,19 +64,40 @@ def test_make_run_serves_every_service_and_stops_on_ctrl_c(run_database):
     for name, port in grpc_ports.items():
         env[f"SHOPMESH_{name.upper()}_ADDR"] = f"127.0.0.1:{port}"
         env[f"SHOPMESH_{name.upper()}_METRICS_PORT"] = str(free_port())
+    return env, grpc_ports, gateway_port
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _start_run_mesh(env: dict[str, str]) -> tuple[subprocess.Popen[str], list[str]]:
+    """run-mesh started the way a script's background job (`make run &`) starts it: with SIGINT
+    ignored, which Python then leaves ignored unless the program installs its own handler. Returns
+    once it prints "mesh: running"."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "infra", "run-mesh"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_ignore_sigint,
     )  # fmt: skip
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
     reader.start()
+    deadline = time.monotonic() + 240
+    while not any("mesh: running" in line for line in output):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(timeout=30)
+            pytest.fail("run-mesh exited early or not ready in 240 s:\n" + "".join(output[-40:]))
+        time.sleep(0.5)
+    return proc, output
+
+
+def test_make_run_serves_every_service_and_stops_on_ctrl_c(run_database):
+    assert GRPCURL.exists(), "grpcurl missing: run `make install` (infra/tools.sh installs it)"
+    env, grpc_ports, gateway_port = _run_mesh_env(run_database)
+    proc, output = _start_run_mesh(env)
     try:
-        deadline = time.monotonic() + 240
-        while not any("mesh: running" in line for line in output):
-            assert proc.poll() is None, "run-mesh exited early:\n" + "".join(output[-40:])
-            assert time.monotonic() < deadline, "run-mesh not ready in 240 s:\n" + "".join(output[-40:])
-            time.sleep(0.5)
         for name, port in grpc_ports.items():
             check = subprocess.run(
                 [str(GRPCURL), "-plaintext", "-d", "{}", f"127.0.0.1:{port}", "grpc.health.v1.Health/Check"],
@@ -91,8 +114,53 @@ def test_make_run_serves_every_service_and_stops_on_ctrl_c(run_database):
             assert f"127.0.0.1:{port}" in table, f"{name}'s address is not printed"
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        code = proc.wait(timeout=90)
+        try:
+            code = proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _kill_services(_service_pids(output))
+            pytest.fail("run-mesh ignored Ctrl-C for 90 s:\n" + "".join(output[-40:]))
     assert code == 0, "".join(output[-40:])
     assert "mesh: stopped" in "".join(output)
     for name, port in [*grpc_ports.items(), ("gateway", gateway_port)]:
         assert not _port_open(port), f"{name} still listening on {port} after Ctrl-C"
+
+
+def test_services_do_not_outlive_a_killed_run_mesh(run_database):
+    """SIGKILL gives run-mesh no chance to stop its services (they run in sessions of their own, out
+    of reach of the terminal's Ctrl-C); the kernel's parent-death signal must stop them instead."""
+    env, grpc_ports, gateway_port = _run_mesh_env(run_database)
+    proc, output = _start_run_mesh(env)
+    services = _service_pids(output)
+    assert len(services) == len(SERVICES) + 1, "".join(output[-40:])
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 60  # each service's graceful shutdown, at most its grace period
+    alive = [pid for pid in services if _alive(pid)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [pid for pid in services if _alive(pid)]
+    _kill_services(alive)  # leave nothing behind for the next test, then fail
+    assert not alive, f"services {alive} still running 60 s after run-mesh was killed"
+    for name, port in [*grpc_ports.items(), ("gateway", gateway_port)]:
+        assert not _port_open(port), f"{name} still listening on {port}"
+
+
+def _service_pids(output: list[str]) -> list[int]:
+    """The pids run-mesh printed as "mesh: started <service> (pid N), log ..."."""
+    return [int(line.split("(pid ")[1].split(")")[0]) for line in output if line.startswith("mesh: started ")]
+
+
+def _kill_services(pids: list[int]) -> None:
+    for pid in pids:  # each service leads a process group of its own (its workers included)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie whose parent is gone is reaped by init soon; it counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
