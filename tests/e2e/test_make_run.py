@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 
+from infra.procs import is_running
 from meshkit.migrate import ROOT
 from tests.harness import free_port
 
@@ -118,7 +119,7 @@ def test_make_run_serves_every_service_and_stops_on_ctrl_c(run_database):
             code = proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _kill_services(_service_pids(output))
+            _kill_services(list(_services(output)))
             pytest.fail("run-mesh ignored Ctrl-C for 90 s:\n" + "".join(output[-40:]))
     assert code == 0, "".join(output[-40:])
     assert "mesh: stopped" in "".join(output)
@@ -131,36 +132,28 @@ def test_services_do_not_outlive_a_killed_run_mesh(run_database):
     of reach of the terminal's Ctrl-C); the kernel's parent-death signal must stop them instead."""
     env, grpc_ports, gateway_port = _run_mesh_env(run_database)
     proc, output = _start_run_mesh(env)
-    services = _service_pids(output)
+    services = _services(output)
     assert len(services) == len(SERVICES) + 1, "".join(output[-40:])
     proc.kill()
     proc.wait(timeout=30)
     deadline = time.monotonic() + 60  # each service's graceful shutdown, at most its grace period
-    alive = [pid for pid in services if _alive(pid)]
+    alive = [pid for pid, package in services.items() if is_running(pid, package)]
     while alive and time.monotonic() < deadline:
         time.sleep(0.5)
-        alive = [pid for pid in services if _alive(pid)]
+        alive = [pid for pid, package in services.items() if is_running(pid, package)]
     _kill_services(alive)  # leave nothing behind for the next test, then fail
     assert not alive, f"services {alive} still running 60 s after run-mesh was killed"
     for name, port in [*grpc_ports.items(), ("gateway", gateway_port)]:
         assert not _port_open(port), f"{name} still listening on {port}"
 
 
-def _service_pids(output: list[str]) -> list[int]:
-    """The pids run-mesh printed as "mesh: started <service> (pid N), log ..."."""
-    return [int(line.split("(pid ")[1].split(")")[0]) for line in output if line.startswith("mesh: started ")]
+def _services(output: list[str]) -> dict[int, str]:
+    """pid -> package of what run-mesh printed as "mesh: started <package> (pid N), log ..."."""
+    started = [line.split() for line in output if line.startswith("mesh: started ")]
+    return {int(words[4].rstrip("),")): words[2] for words in started}
 
 
 def _kill_services(pids: list[int]) -> None:
     for pid in pids:  # each service leads a process group of its own (its workers included)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie whose parent is gone is reaped by init soon; it counts as ended)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
