@@ -163,6 +163,26 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(root: int) -> list[int]:
+    """root and all its descendants (PostgreSQL backends, worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command may contain spaces and ')'
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
 def internal_token(secret: str, subject: str, roles: tuple[str, ...]) -> str:
     return mint_internal_token(secret, Principal(subject, roles), ttl_seconds=3600)
 

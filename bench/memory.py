@@ -17,7 +17,7 @@ import statistics
 from pathlib import Path
 
 from bench import flash_sale
-from bench.common import bench_mesh, write_result
+from bench.common import bench_mesh, process_tree, write_result
 from infra.control import Infra
 from infra.settings import load_infra_settings
 
@@ -45,26 +45,6 @@ def pss_kib(pid: int) -> int:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return 0
     return 0
-
-
-def process_tree(root: int) -> list[int]:
-    """root and all its descendants (PostgreSQL backends, worker processes)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the command may contain spaces and ')'
-        children.setdefault(ppid, []).append(int(entry.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
 
 
 def mib(kib: float) -> float:

@@ -14,6 +14,7 @@ and of the whole machine, which is what bounds the rate on two cores.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import statistics
@@ -29,7 +30,17 @@ from shop.common.v1 import address_pb2, money_pb2
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 
-from bench.common import PG_BIN, bench_mesh, internal_token, process_cpu_seconds, run_pgbench, write_result
+from bench.common import (
+    PG_BIN,
+    bench_mesh,
+    internal_token,
+    process_cpu_seconds,
+    process_tree,
+    run_pgbench,
+    write_result,
+)
+from infra.control import Infra
+from infra.settings import load_infra_settings
 from meshkit.auth import INTERNAL_TOKEN_HEADER
 from meshkit.migrate import ROOT
 
@@ -159,26 +170,20 @@ def _machine_busy_seconds() -> float:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def _postgres_cpu_seconds() -> float:
-    """CPU time so far of every PostgreSQL process (server and backends)."""
+def _postgres_cpu_seconds(postmaster: int) -> float:
+    """CPU time so far of the project's PostgreSQL: the postmaster and all its children (backends)."""
     total = 0.0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/comm") as handle:
-                if handle.read().strip() == "postgres":
-                    total += process_cpu_seconds(int(entry.name))
-        except OSError:  # exited meanwhile
-            continue
+    for pid in process_tree(postmaster):
+        with contextlib.suppress(OSError):  # a backend that exited meanwhile
+            total += process_cpu_seconds(pid)
     return total
 
 
-def _cpu_counters(mesh) -> dict[str, float]:
+def _cpu_counters(mesh, postmaster: int) -> dict[str, float]:
     """CPU seconds so far: each service process, PostgreSQL, and the whole machine."""
     return {
         **_service_cpu(mesh),
-        "postgres": _postgres_cpu_seconds(),
+        "postgres": _postgres_cpu_seconds(postmaster),
         "whole_machine": _machine_busy_seconds(),
     }
 
@@ -232,6 +237,9 @@ def _audit(database_url: str, order_ids: list[str], products: list[int]) -> dict
 
 
 async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENCY) -> dict:
+    postmaster = Infra(load_infra_settings()).servers["postgres"].pid()
+    if postmaster is None:
+        raise RuntimeError("postgres not running (python -m infra up)")
     async with bench_mesh(extra_env=ENV) as mesh:
         for service in ("inventory_svc", "catalog_svc", "order_svc"):
             await mesh.start(service)
@@ -260,9 +268,9 @@ async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENC
         for c in concurrency:
             rounds = []
             for _ in range(ROUNDS_AT_GOAL_LEVELS if c in GOAL_LEVELS else 1):
-                cpu_before = _cpu_counters(mesh)
+                cpu_before = _cpu_counters(mesh, postmaster)
                 ours = await _load(mesh, products, concurrency=c, duration_s=duration_s)
-                cpu_after = _cpu_counters(mesh)
+                cpu_after = _cpu_counters(mesh, postmaster)
                 done = max(1, len(ours["order_ids"]))
                 cpu_here = {
                     name: round((cpu_after[name] - cpu_before[name]) * 1000 / done, 1) for name in cpu_after
