@@ -89,6 +89,7 @@ class GatewayError(Exception):
         reason: str | None = None,
         metadata: Mapping[str, object] | None = None,
         field: str | None = None,
+        description: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
@@ -98,6 +99,7 @@ class GatewayError(Exception):
         self.reason = reason
         self.metadata = {k: str(v) for k, v in (metadata or {}).items()}
         self.field = field
+        self.description = description or message
         self.headers = dict(headers or {})
 
     def body(self) -> dict[str, object]:
@@ -115,16 +117,30 @@ class GatewayError(Exception):
             details.append(
                 {
                     "@type": "type.googleapis.com/google.rpc.BadRequest",
-                    "fieldViolations": [{"field": self.field, "description": self.message}],
+                    "fieldViolations": [{"field": self.field, "description": self.description}],
                 }
             )
         return error_body(self.http_status, self.code, self.message, details)
 
 
-def bad_request(message: str, *, field: str | None = None, reason: str = "INVALID_ARGUMENT") -> GatewayError:
+def bad_request(
+    message: str,
+    *,
+    field: str | None = None,
+    description: str | None = None,
+    reason: str = "INVALID_ARGUMENT",
+) -> GatewayError:
+    """400. `field` names the offending field (ErrorInfo metadata and a BadRequest field violation);
+    `description` is the violation's text when it differs from the message (default: the message)."""
     metadata = {"field": field} if field else None
     return GatewayError(
-        400, grpc.StatusCode.INVALID_ARGUMENT, message, reason=reason, metadata=metadata, field=field
+        400,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        message,
+        reason=reason,
+        metadata=metadata,
+        field=field,
+        description=description,
     )
 
 

@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -82,11 +82,111 @@ def _resolve(message: Descriptor, dotted: str, *, source: str) -> list[FieldDesc
     return fields
 
 
+_PARSE_ERRORS = (json_format.ParseError, ValueError, TypeError, RecursionError)
+
+
 def _parse_into(message: Message, data: Mapping[str, Any], *, what: str) -> None:
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=False)
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:
-        raise bad_request(f"invalid {what}: {exc}") from None
+    except _PARSE_ERRORS as exc:
+        found = _failing_field(message.DESCRIPTOR, data, "")
+        if found is None:  # e.g. two members of one oneof: no single field to blame
+            raise bad_request(f"invalid {what}: {exc}") from None
+        field, description = found
+        raise bad_request(f"{field}: {description}", field=field, description=description) from None
+
+
+def _failing_field(message: Descriptor, data: Mapping[str, Any], prefix: str) -> tuple[str, str] | None:
+    """(proto field path, what is wrong) for the first value of `data` that does not parse: ParseDict
+    says only "Failed to parse quantity field: invalid literal for int()...", and a client needs the
+    field's name and what it expects. Only runs once parsing has failed, so the happy path pays nothing."""
+    if not isinstance(data, Mapping):
+        return None
+    fields = {field.json_name: field for field in message.fields}
+    for key, value in data.items():
+        field = message.fields_by_name.get(key) or fields.get(key)
+        if field is None:
+            return f"{prefix}{key}", "unknown field; known fields: " + ", ".join(sorted(fields))
+        try:
+            json_format.ParseDict({key: value}, _message_class(message)(), ignore_unknown_fields=False)
+            continue
+        except _PARSE_ERRORS:
+            pass
+        path = f"{prefix}{field.name}"
+        nested = field.message_type
+        if nested is not None and nested.full_name not in _JSON_VALUE_MESSAGES and not _is_map(field):
+            if field.is_repeated and isinstance(value, list):
+                for index, element in enumerate(value):
+                    found = _failing_field(nested, element, f"{path}[{index}].")
+                    if found is not None:
+                        return found
+                    if not isinstance(element, Mapping):
+                        return f"{path}[{index}]", "must be a JSON object"
+            elif not field.is_repeated and isinstance(value, Mapping):
+                found = _failing_field(nested, value, f"{path}.")
+                if found is not None:
+                    return found
+        return path, _expectation(field, value)
+    return None
+
+
+# Message types whose JSON form is not an object of their fields (a string, number, any value...).
+_JSON_VALUE_MESSAGES = SCALAR_JSON_MESSAGES | {
+    "google.protobuf.Struct",
+    "google.protobuf.Value",
+    "google.protobuf.ListValue",
+    "google.protobuf.Any",
+}
+_INTEGER_KINDS = {
+    FieldDescriptor.CPPTYPE_INT32: "a 32-bit integer",
+    FieldDescriptor.CPPTYPE_INT64: "a 64-bit integer",
+    FieldDescriptor.CPPTYPE_UINT32: "a non-negative 32-bit integer",
+    FieldDescriptor.CPPTYPE_UINT64: "a non-negative 64-bit integer",
+}
+_WELL_KNOWN_EXPECTATIONS = {
+    "google.protobuf.Timestamp": "an RFC 3339 timestamp such as 2026-01-31T12:00:00Z",
+    "google.protobuf.Duration": "a duration in seconds such as 1.5s",
+    "google.protobuf.FieldMask": "a comma-separated list of field names",
+    "google.protobuf.DoubleValue": "a number",
+    "google.protobuf.FloatValue": "a number",
+    "google.protobuf.Int64Value": "a 64-bit integer",
+    "google.protobuf.UInt64Value": "a non-negative 64-bit integer",
+    "google.protobuf.Int32Value": "a 32-bit integer",
+    "google.protobuf.UInt32Value": "a non-negative 32-bit integer",
+    "google.protobuf.BoolValue": "true or false",
+    "google.protobuf.StringValue": "a string",
+    "google.protobuf.BytesValue": "base64-encoded bytes",
+}
+
+
+def _expectation(field: FieldDescriptor, value: Any) -> str:
+    """What a field accepts, said for a client (the refused value is not echoed back)."""
+    if field.is_repeated and not isinstance(value, list | dict):
+        return "must be a JSON object" if _is_map(field) else "must be a JSON array"
+    if field.message_type is not None:
+        expected = _WELL_KNOWN_EXPECTATIONS.get(field.message_type.full_name)
+        if expected:
+            return f"must be {expected}"
+        return "has an invalid key or value" if _is_map(field) else "must be a JSON object"
+    if field.enum_type is not None:
+        return "must be one of " + ", ".join(v.name for v in field.enum_type.values)
+    if field.cpp_type in _INTEGER_KINDS:
+        return f"must be {_INTEGER_KINDS[field.cpp_type]}"
+    if field.cpp_type in (FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE):
+        return "must be a number"
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return "must be true or false"
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return "must be base64-encoded bytes"
+    return "must be a string (valid Unicode)"
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.GetOptions().map_entry
+
+
+def _message_class(descriptor: Descriptor) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)
 
 
 def _nest(path: Sequence[FieldDescriptor], value: Any, target: dict[str, Any]) -> None:

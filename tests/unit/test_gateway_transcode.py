@@ -229,3 +229,96 @@ def test_plain_ids_and_keys_skip_parse_dict() -> None:
     assert _assign_directly(request, product.method.input_type, {"product_id": "12"})
     assert request.product_id == 12
     assert not _assign_directly(request, product.method.input_type, {"product_id": "+12"})
+
+
+@pytest.mark.parametrize(
+    ("method", "template", "source", "field", "description"),
+    [
+        (
+            "POST",
+            "/v1/cart/items",
+            {"body": b'{"productId": "1", "quantity": 2.5}'},
+            "quantity",
+            "must be a 32-bit integer",
+        ),
+        (
+            "POST",
+            "/v1/cart/items",
+            {"body": b'{"quantity": 10000000000}'},
+            "quantity",
+            "must be a 32-bit integer",
+        ),
+        ("POST", "/v1/cart/items", {"body": b'{"quantity": true}'}, "quantity", "must be a 32-bit integer"),
+        (
+            "POST",
+            "/v1/cart/items",
+            {"body": b'{"productId": {"a": 1}}'},
+            "product_id",
+            "must be a 64-bit integer",
+        ),
+        (
+            "POST",
+            "/v1/cart/items",
+            {"body": b'{"productId": "1", "qty": 1}'},
+            "qty",
+            "unknown field; known fields: productId, quantity, requestId",
+        ),
+        (
+            "POST",
+            "/v1/products",
+            {"body": b'{"price": {"units": "ten"}}'},
+            "product.price.units",
+            "must be a 64-bit integer",
+        ),
+        (
+            "POST",
+            "/v1/products",
+            {"body": b'{"attributes": [{"name": "a", "value": "b"}, {"name": 5}]}'},
+            "product.attributes[1].name",
+            "must be a string (valid Unicode)",
+        ),
+        (
+            "POST",
+            "/v1/products",
+            {"body": b'{"attributes": [1]}'},
+            "product.attributes[0]",
+            "must be a JSON object",
+        ),
+        (
+            "POST",
+            "/v1/products",
+            {"body": b'{"attributes": "a=b"}'},
+            "product.attributes",
+            "must be a JSON array",
+        ),
+        (
+            "POST",
+            "/v1/products",
+            {"body": b'{"createTime": "yesterday"}'},
+            "product.create_time",
+            "must be an RFC 3339 timestamp such as 2026-01-31T12:00:00Z",
+        ),
+        (
+            "GET",
+            "/v1/products/{product_id}",
+            {"path": {"product_id": "abc"}},
+            "product_id",
+            "must be a 64-bit integer",
+        ),
+        ("GET", "/v1/products:search", {"query": [("minPrice", "cheap")]}, "min_price", "must be a number"),
+        ("GET", "/v1/products:search", {"query": [("page", "two")]}, "page", "must be a 32-bit integer"),
+    ],
+)
+def test_a_value_that_does_not_parse_is_named_with_what_its_field_accepts(
+    method, template, source, field, description
+) -> None:
+    """Not ParseDict's "Failed to parse quantity field: invalid literal for int()...": the field's
+    path (proto names, as the services' own violations use) and what it accepts."""
+    with pytest.raises(GatewayError) as caught:
+        transcode(route(method, template), **source)
+    error = caught.value.body()["error"]
+    assert (error["code"], error["status"]) == (400, "INVALID_ARGUMENT")
+    assert error["message"] == f"{field}: {description}"
+    (violations,) = [d["fieldViolations"] for d in error["details"] if "fieldViolations" in d]
+    assert violations == [{"field": field, "description": description}]
+    assert "int()" not in json.dumps(error) and "Failed to parse" not in json.dumps(error)
