@@ -99,6 +99,11 @@ async def test_transcoding_errors_are_400_before_any_call(inventory: Gateway) ->
     assert_error(await client.post(url, content=b"{nope", headers=admin), 400, "INVALID_ARGUMENT")
     reply = await client.post(url, json={"warehouseId": "1", "delta": 1, "colour": "red"}, headers=admin)
     assert "colour" in assert_error(reply, 400, "INVALID_ARGUMENT")["message"]
+    # a value of the wrong type is named with what its field accepts, as a field violation
+    reply = await client.post(url, json={"warehouseId": "1", "delta": 1.5}, headers=admin)
+    error = assert_error(reply, 400, "INVALID_ARGUMENT")
+    violations = [d["fieldViolations"] for d in error["details"] if d["@type"].endswith("BadRequest")]
+    assert violations == [[{"field": "delta", "description": "must be a 32-bit integer"}]], error
     reply = await client.post(url, content=b"delta=1", headers={**admin, "Content-Type": "text/plain"})
     assert_error(reply, 415, "INVALID_ARGUMENT")
     reply = await client.post(
