@@ -38,6 +38,7 @@ from typing import Any
 
 from bench.common import (
     bench_mesh,
+    closed_loop_floor_note,
     internal_token,
     own_consumer_groups,
     process_cpu_seconds,
@@ -384,7 +385,7 @@ async def run(
         "rows": rows,
         "goals": _goals(rows, full),
         "commands": commands,
-        "notes": _notes(fallback_rows, reindex_rows, len(mix)),
+        "notes": _notes(fallback_rows, reindex_rows, len(mix)) + _floor_notes(rows),
     }
     _plot(rows, fallback_rows)
     write_result("catalog_search", result)
@@ -426,6 +427,27 @@ def _goals(rows: list[dict[str, Any]], full: bool) -> list[dict[str, Any]]:
                 }
             )
     return goals
+
+
+def _floor_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """For each p99 goal: the rate it needs at its client count (ghz workers are closed-loop)."""
+    notes = []
+    for size, clients, goal_ms in ((100_000, 16, 50), (1_000_000, 8, 100)):
+        row = _row(rows, size, clients)
+        if row is None:
+            continue
+        notes.append(
+            closed_loop_floor_note(
+                goal=f"p99 <= {goal_ms} ms at {size:,} products, {clients} clients",
+                clients=clients,
+                p99_goal_ms=goal_ms,
+                rate=row["catalog_qps"],
+                p99_ms=row["catalog_p99_ms"],
+                best_rate=max(r["catalog_qps"] for r in rows if r["products"] == size),
+                unit="searches",
+            )
+        )
+    return notes
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -183,6 +183,31 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def closed_loop_floor_note(
+    *, goal: str, clients: int, p99_goal_ms: float, rate: float, p99_ms: float, best_rate: float, unit: str
+) -> str:
+    """What a p99 goal at N closed-loop clients demands of throughput, against what this run measured.
+
+    Each client (ghz worker, wrk connection, driver task) sends its next request only once the answer
+    is in, so by Little's law the mean latency at N clients is N / throughput; a p99 is never below
+    the mean, so p99 <= G at N clients needs at least N / G requests per second."""
+    need = clients * 1000.0 / p99_goal_ms
+    mean = clients * 1000.0 / rate if rate else float("inf")
+    verdict = (
+        f"so no latency distribution meets it at the rates this machine reached (at most {best_rate:g}/s at"
+        " any client count in this run)"
+        if best_rate < need
+        else f"this rate clears that floor, so the gap is the tail: p99 was {p99_ms / mean:.1f}x the mean"
+    )
+    return (
+        f"What '{goal}' demands: the clients are closed-loop (each sends its next request when the"
+        f" answer is in), so the mean latency at {clients} clients is {clients} / throughput (Little's"
+        f" law), and a p99 is never below the mean. p99 <= {p99_goal_ms:g} ms at {clients} clients thus"
+        f" needs at least {need:.0f} {unit}/s. Measured at {clients} clients: {rate:g} {unit}/s, a mean of"
+        f" {mean:.1f} ms; {verdict}."
+    )
+
+
 def internal_token(secret: str, subject: str, roles: tuple[str, ...]) -> str:
     return mint_internal_token(secret, Principal(subject, roles), ttl_seconds=3600)
 

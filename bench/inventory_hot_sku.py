@@ -27,6 +27,7 @@ from shop.inventory.v1 import inventory_pb2_grpc
 from bench.common import (
     PG_BIN,
     bench_mesh,
+    closed_loop_floor_note,
     internal_token,
     process_cpu_seconds,
     run_ghz,
@@ -214,6 +215,20 @@ async def run(*, duration_s: int = 6, concurrency: tuple[int, ...] = CONCURRENCY
             "met": not violations and reserved == active and reserved <= quantity,
         }
     )
+    best_rate = max([r["ours_rps"] for r in rows] + [round(two.rps)])
+    notes = [
+        closed_loop_floor_note(
+            goal=f"p99 <= {goal_ms} ms at {row['concurrency']} clients",
+            clients=row["concurrency"],
+            p99_goal_ms=goal_ms,
+            rate=row["ours_rps"],
+            p99_ms=row["ours_p99_ms"],
+            best_rate=best_rate,
+            unit="reservations",
+        )
+        for row, goal_ms in ((p8, 10), (at64, 25))
+        if row is not None
+    ]
     return {
         "title": "Inventory: hot-SKU reservations",
         "rows": rows,
@@ -225,6 +240,7 @@ async def run(*, duration_s: int = 6, concurrency: tuple[int, ...] = CONCURRENCY
         },
         "commands": commands,
         "goals": goals,
+        "notes": notes,
     }
 
 

@@ -33,6 +33,7 @@ from shop.order.v1 import cart_pb2, cart_pb2_grpc, order_pb2, order_pb2_grpc
 from bench.common import (
     PG_BIN,
     bench_mesh,
+    closed_loop_floor_note,
     internal_token,
     process_cpu_seconds,
     process_tree,
@@ -368,6 +369,15 @@ async def run(*, duration_s: int = 10, concurrency: tuple[int, ...] = CONCURRENC
             " 4 SQL round trips (BEGIN, lock + read, writes + read-back, COMMIT) and 1 Valkey call (the"
             " same invalidation). vs_db_limit is ours / pgbench running only the order, line and stock"
             " statements.",
+            closed_loop_floor_note(
+                goal="p99 <= 100 ms at 32 clients",
+                clients=c32["concurrency"],
+                p99_goal_ms=100,
+                rate=c32["checkouts_per_s"],
+                p99_ms=c32["p99_ms"],
+                best_rate=best_rate,
+                unit="pairs",
+            ),
         ],
     }
 
