@@ -89,7 +89,10 @@ def _parse_into(message: Message, data: Mapping[str, Any], *, what: str) -> None
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=False)
     except _PARSE_ERRORS as exc:
-        found = _failing_field(message.DESCRIPTOR, data, "")
+        try:
+            found = _failing_field(message.DESCRIPTOR, data, "")
+        except RecursionError:  # nested deeper than the interpreter allows: no field to name
+            found = None
         if found is None:  # e.g. two members of one oneof: no single field to blame
             raise bad_request(f"invalid {what}: {exc}") from None
         field, description = found
