@@ -103,15 +103,14 @@ def _failing_field(message: Descriptor, data: Mapping[str, Any], prefix: str) ->
     """(proto field path, what is wrong) for the first value of `data` that does not parse: ParseDict
     says only "Failed to parse quantity field: invalid literal for int()...", and a client needs the
     field's name and what it expects. Only runs once parsing has failed, so the happy path pays nothing."""
-    if not isinstance(data, Mapping):
-        return None
-    fields = {field.json_name: field for field in message.fields}
+    message_class = message_factory.GetMessageClass(message)
     for key, value in data.items():
-        field = message.fields_by_name.get(key) or fields.get(key)
+        field = _field_by_any_name(message, key)
         if field is None:
-            return f"{prefix}{key}", "unknown field; known fields: " + ", ".join(sorted(fields))
+            known = ", ".join(sorted(f.json_name for f in message.fields))
+            return f"{prefix}{key}", f"unknown field; known fields: {known}"
         try:
-            json_format.ParseDict({key: value}, _message_class(message)(), ignore_unknown_fields=False)
+            json_format.ParseDict({key: value}, message_class(), ignore_unknown_fields=False)
             continue
         except _PARSE_ERRORS:
             pass
@@ -120,11 +119,11 @@ def _failing_field(message: Descriptor, data: Mapping[str, Any], prefix: str) ->
         if nested is not None and nested.full_name not in _JSON_VALUE_MESSAGES and not _is_map(field):
             if field.is_repeated and isinstance(value, list):
                 for index, element in enumerate(value):
+                    if not isinstance(element, Mapping):
+                        return f"{path}[{index}]", "must be a JSON object"
                     found = _failing_field(nested, element, f"{path}[{index}].")
                     if found is not None:
                         return found
-                    if not isinstance(element, Mapping):
-                        return f"{path}[{index}]", "must be a JSON object"
             elif not field.is_repeated and isinstance(value, Mapping):
                 found = _failing_field(nested, value, f"{path}.")
                 if found is not None:
@@ -150,15 +149,6 @@ _WELL_KNOWN_EXPECTATIONS = {
     "google.protobuf.Timestamp": "an RFC 3339 timestamp such as 2026-01-31T12:00:00Z",
     "google.protobuf.Duration": "a duration in seconds such as 1.5s",
     "google.protobuf.FieldMask": "a comma-separated list of field names",
-    "google.protobuf.DoubleValue": "a number",
-    "google.protobuf.FloatValue": "a number",
-    "google.protobuf.Int64Value": "a 64-bit integer",
-    "google.protobuf.UInt64Value": "a non-negative 64-bit integer",
-    "google.protobuf.Int32Value": "a 32-bit integer",
-    "google.protobuf.UInt32Value": "a non-negative 32-bit integer",
-    "google.protobuf.BoolValue": "true or false",
-    "google.protobuf.StringValue": "a string",
-    "google.protobuf.BytesValue": "base64-encoded bytes",
 }
 
 
@@ -166,10 +156,12 @@ def _expectation(field: FieldDescriptor, value: Any) -> str:
     """What a field accepts, said for a client (the refused value is not echoed back)."""
     if field.is_repeated and not isinstance(value, list | dict):
         return "must be a JSON object" if _is_map(field) else "must be a JSON array"
-    if field.message_type is not None:
-        expected = _WELL_KNOWN_EXPECTATIONS.get(field.message_type.full_name)
-        if expected:
-            return f"must be {expected}"
+    nested = field.message_type
+    if nested is not None:
+        if nested.full_name in _WELL_KNOWN_EXPECTATIONS:
+            return f"must be {_WELL_KNOWN_EXPECTATIONS[nested.full_name]}"
+        if nested.full_name in SCALAR_JSON_MESSAGES:  # a wrapper (Int32Value...): as its `value`
+            return _expectation(nested.fields_by_name["value"], value)
         return "has an invalid key or value" if _is_map(field) else "must be a JSON object"
     if field.enum_type is not None:
         return "must be one of " + ", ".join(v.name for v in field.enum_type.values)
@@ -186,10 +178,6 @@ def _expectation(field: FieldDescriptor, value: Any) -> str:
 
 def _is_map(field: FieldDescriptor) -> bool:
     return field.message_type is not None and field.message_type.GetOptions().map_entry
-
-
-def _message_class(descriptor: Descriptor) -> type[Message]:
-    return message_factory.GetMessageClass(descriptor)
 
 
 def _nest(path: Sequence[FieldDescriptor], value: Any, target: dict[str, Any]) -> None:
