@@ -101,10 +101,15 @@ class OrderLifecycle:
     async def cancel(self, principal: Principal, raw_id: str, reason: str) -> Order:
         validate_text(reason, "reason", MAX_REASON_LENGTH)
         order = await self.get(principal, raw_id)
+        if order.status == OrderStatus.PENDING:
+            cancelled = await self._cancel_pending(order)
+            if cancelled is not None:
+                return cancelled
+            # its checkout ended between the read and the lease: cancel what the order became (a
+            # PAID one through the refund saga below), never refund it as if it were still pending
+            order = await self.get(principal, raw_id)
         if order.status == OrderStatus.CANCELLED:
             return order  # cancelling twice is harmless, as the contract says
-        if order.status == OrderStatus.PENDING:
-            return await self._cancel_pending(order)
         return await self._compensated_move(order, OrderStatus.CANCELLED, reason or "cancelled")
 
     async def refund(self, raw_id: str, reason: str) -> Order:
@@ -157,11 +162,15 @@ class OrderLifecycle:
             raise InvalidTransition(order.id, current.status, target)
         return await self.finish_transition(current)
 
-    async def _cancel_pending(self, order: Order) -> Order:
-        """Cancel a checkout that has not completed: only when no request is driving it right now."""
+    async def _cancel_pending(self, order: Order) -> Order | None:
+        """Cancel a checkout that has not completed: only when no request is driving it right now.
+        None when the order is no longer PENDING (its checkout completed or failed meanwhile)."""
         owner = uuid.uuid4()
         async with transaction(self._pool) as conn:
-            taken = await store.take_lease(conn, order.id, owner, self._lease_seconds)
+            taken = await store.take_lease(conn, order.id, owner, self._lease_seconds, pending_only=True)
+            found = None if taken else await store.get_order(conn, order.id)
+        if found is not None and found[1].status != OrderStatus.PENDING:
+            return None
         if not taken:
             raise Aborted("the checkout of this order is in progress; retry later", reason="ABORTED")
         try:

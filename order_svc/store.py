@@ -144,16 +144,25 @@ async def drop_reservations(
         await conn.execute("DELETE FROM order_reservations WHERE order_id = %s", (order_id,))
 
 
-async def take_lease(conn: AsyncConnection, order_id: uuid.UUID, owner: uuid.UUID, seconds: float) -> bool:
+async def take_lease(
+    conn: AsyncConnection,
+    order_id: uuid.UUID,
+    owner: uuid.UUID,
+    seconds: float,
+    *,
+    pending_only: bool = False,
+) -> bool:
     """The database half of the processing lease: free, expired, or already ours.
 
     A free lease is lease_owner NULL; lease_until then keeps when it was last held (clear_lease), so
-    recovery can tell an order nobody drives from one whose driver just let go or renewed late."""
+    recovery can tell an order nobody drives from one whose driver just let go or renewed late.
+    `pending_only`: only while the order is still PENDING (a cancel must not take over an order whose
+    checkout completed since the caller read it)."""
     cur = await conn.execute(
         "UPDATE orders SET lease_owner = %s, lease_until = now() + make_interval(secs => %s)"
         " WHERE id = %s AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until < now()"
-        " OR lease_owner = %s) RETURNING 1",
-        (owner, seconds, order_id, owner),
+        " OR lease_owner = %s) AND (NOT %s OR status = 'pending') RETURNING 1",
+        (owner, seconds, order_id, owner, pending_only),
     )
     return await cur.fetchone() is not None
 

@@ -52,7 +52,8 @@ async def _pool(settings: OrderSettings):
 
 
 @contextlib.asynccontextmanager
-async def _app(settings: OrderSettings) -> AsyncIterator[OrderApp]:
+async def order_app(settings: OrderSettings) -> AsyncIterator[OrderApp]:
+    """order_svc's use cases in this process, on their own pool and Valkey client (jobs, tests)."""
     client = valkey_asyncio.from_url(settings.valkey_url, socket_timeout=2, socket_connect_timeout=2)
     async with _pool(settings) as pool:
         built = build_app(settings, pool, client)
@@ -73,7 +74,7 @@ def recover(
     settings = load()
 
     async def job() -> dict[str, Any]:
-        async with _app(settings) as built:
+        async with order_app(settings) as built:
             completed, compensated = await built.recovery.recover(
                 min_age=dt.timedelta(seconds=min_age), limit=limit
             )

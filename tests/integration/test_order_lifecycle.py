@@ -4,12 +4,19 @@ once, admin ship/deliver, invalid transitions."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import grpc
 import pytest
 from shop.order.v1 import order_pb2
 
+from meshkit.context import Principal
+from meshkit.settings import load_settings
+from order_svc.config import OrderSettings
+from order_svc.model import OrderStatus, PaymentStatus
+from shopctl.orders import order_app
 from tests.integration.order_helpers import (
+    ORDER_ENV,
     add,
     admin_orders,
     captures,
@@ -196,3 +203,36 @@ async def test_cancelling_a_checkout_left_pending_gives_the_stock_back(mesh):
         grpc.StatusCode.FAILED_PRECONDITION,
         "CHECKOUT_ABANDONED",
     )
+
+
+async def test_a_cancel_that_read_pending_while_checkout_completed_cancels_the_paid_order_properly(mesh):
+    """The cancel reads the order as PENDING; before it takes the lease the checkout completes (PAID).
+    It must not void-then-refund it as a pending checkout (which left it PAID with its money refunded):
+    it cancels the paid order through the refund saga, refunding and restocking once."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=5)
+    order = await _paid_order(mesh, user, product, 2)
+    settings = load_settings(OrderSettings, environ=mesh.env_for("order_svc", ORDER_ENV))
+    async with order_app(settings) as app:
+        lifecycle = app.lifecycle
+        read = lifecycle.get
+        reads = []
+
+        async def read_pending_first(principal, raw_id):
+            found = await read(principal, raw_id)
+            reads.append(found.status)
+            # the first read happened before checkout_complete committed
+            return dataclasses.replace(found, status=OrderStatus.PENDING) if len(reads) == 1 else found
+
+        lifecycle.get = read_pending_first
+        cancelled = await lifecycle.cancel(Principal(user, ()), order.id, "changed my mind")
+
+    assert (cancelled.status, cancelled.payment_status) == (OrderStatus.CANCELLED, PaymentStatus.REFUNDED)
+    stored = (await orders(mesh, user).GetOrder(S.GetOrderRequest(order_id=order.id))).order
+    assert (stored.status, stored.payment.status) == (S.ORDER_STATUS_CANCELLED, S.PAYMENT_STATUS_REFUNDED)
+    assert [status for status, _, _ in captures(mesh.database_url, order.id)] == ["refunded"]
+    assert _restocks(mesh, order.id) == [(product, 2)]
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
+    assert reads == [OrderStatus.PAID, OrderStatus.PAID]  # read again once the lease was refused
