@@ -29,6 +29,7 @@ from order_svc.model import (
     Cart,
     CartItemNotFound,
     CartLine,
+    CheckoutInProgress,
     ProductInfo,
     ProductNotFound,
     derived_request_id,
@@ -194,6 +195,7 @@ class CartService:
                     conn, user_id, [(h.id, h.product_id, h.quantity, h.expires_at) for h in held]
                 )
             elif quantity < line.quantity:
+                await _refuse_if_claimed(conn, line)
                 for reservation_id, units, whole in plan_release(line.reservations, line.quantity - quantity):
                     await self._release(conn, reservation_id, 0 if whole else units, f"{op}:{reservation_id}")
             await cart_store.set_line(conn, user_id, product_id, quantity)
@@ -254,6 +256,7 @@ class CartService:
             await cart_store.delete_reservations(conn, [reservation_id])
 
     async def _release_all(self, conn: AsyncConnection, user_id: str, line: CartLine, version: int) -> None:
+        await _refuse_if_claimed(conn, line)
         for reservation in line.reservations:
             if reservation.active:
                 key = f"{user_id}:{version}:{reservation.reservation_id}:release-all"
@@ -265,3 +268,11 @@ class CartService:
         line = _line(await cart_store.load_cart(conn, user_id), product_id)
         assert line is not None
         return line
+
+
+async def _refuse_if_claimed(conn: AsyncConnection, line: CartLine) -> None:
+    """Before releasing a line's units: an unfinished checkout of this cart may have taken them. Its
+    order was priced and is charged for the units as they were; releasing some now would let it
+    commit fewer units than it sells (step 2 commits reservations by id), so the change waits."""
+    if await cart_store.claimed_by_checkout(conn, [r.reservation_id for r in line.reservations]):
+        raise CheckoutInProgress(line.product_id)

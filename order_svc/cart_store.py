@@ -40,6 +40,18 @@ async def lock_and_load(
     return int(head["version"]), cart, bool(head["fresh"])
 
 
+async def claimed_by_checkout(conn: AsyncConnection, reservation_ids: Sequence[uuid.UUID]) -> bool:
+    """Whether a checkout not yet finished has taken any of these reservations (order_reservations:
+    its rows go when the order fails, and the cart's when it is paid; every writer of it holds the
+    owner's cart lock, so under that lock the answer cannot change)."""
+    if not reservation_ids:
+        return False
+    cur = await conn.execute(
+        "SELECT 1 FROM order_reservations WHERE reservation_id = ANY(%s) LIMIT 1", (list(reservation_ids),)
+    )
+    return await cur.fetchone() is not None
+
+
 async def touch_cart(conn: AsyncConnection, user_id: str) -> None:
     await conn.execute(
         "UPDATE carts SET version = version + 1, updated_at = now() WHERE user_id = %s", (user_id,)

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from decimal import ROUND_HALF_UP, Decimal
 
-from meshkit.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from meshkit.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 CURRENCY = "USD"
 CENT = Decimal("0.01")
@@ -93,6 +93,18 @@ class CartItemNotFound(NotFound):
 
     def __init__(self, product_id: int) -> None:
         super().__init__(f"product {product_id} is not in the cart", metadata={"product_id": product_id})
+
+
+class CheckoutInProgress(Aborted):
+    """A cart change would release units that an unfinished checkout of this cart has claimed."""
+
+    reason = "CHECKOUT_IN_PROGRESS"
+
+    def __init__(self, product_id: int) -> None:
+        super().__init__(
+            f"a checkout of this cart holds product {product_id}; retry when it has finished",
+            metadata={"product_id": product_id},
+        )
 
 
 class ProductNotFound(NotFound):

@@ -101,6 +101,41 @@ async def test_crash_at_a_step_boundary_then_retry_completes_exactly_once(mesh, 
     assert again.SerializeToString(deterministic=True) == order.SerializeToString(deterministic=True)
 
 
+async def test_cart_units_taken_by_an_unfinished_checkout_stay_until_it_ends(mesh):
+    """The order was created for 3 units (step 1) and its driver died before committing them (step 2).
+    Lowering, removing or clearing the line now would release units the order is charged for while
+    step 2 commits its reservations by id: the order would sell 3 and move 1. The cart refuses."""
+    user, key = user_id(), new_key()
+    await start_order_mesh(mesh)
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 3)
+
+    await _crash_during_checkout(mesh, "after_order_created", user, key)
+    cart = carts(mesh, user)
+    for change in (  # one after the other (a grpc.aio call starts when it is made)
+        lambda: cart.UpdateCartItem(cart_pb2.UpdateCartItemRequest(product_id=product, quantity=1)),
+        lambda: cart.RemoveCartItem(cart_pb2.RemoveCartItemRequest(product_id=product)),
+        lambda: cart.ClearCart(cart_pb2.ClearCartRequest()),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await change()
+        assert (caught.value.code(), reason_of(caught.value)) == (
+            grpc.StatusCode.ABORTED,
+            "CHECKOUT_IN_PROGRESS",
+        ), caught.value.details()
+    assert (await stock_of(mesh, product)).reserved == 3
+    order = await _retry(mesh, user, key)
+
+    assert order.status == PAID and [line.quantity for line in order.lines] == [3]
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved) == (2, 0)
+    assert list((await carts(mesh, user).GetCart(cart_pb2.GetCartRequest())).cart.items) == []
+    # once the checkout has ended the cart changes again
+    await add(mesh, user, product, 2)
+    updated = await cart.UpdateCartItem(cart_pb2.UpdateCartItemRequest(product_id=product, quantity=1))
+    assert updated.item.quantity == 1 and (await stock_of(mesh, product)).reserved == 1
+
+
 async def test_crash_after_restocking_a_declined_payment_restocks_once(mesh):
     user, key = user_id(), new_key()
     await start_order_mesh(mesh)
