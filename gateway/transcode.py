@@ -252,6 +252,8 @@ def build_request(
     descriptor = route.method.input_type
     bound = set(path_params) | ({route.body} if route.body not in ("", "*") else set())
     body_data = _body_dict(route, body)
+    if body_data and route.header_bindings:
+        _refuse_header_fields_in_body(route, descriptor, body_data)
     if body_data:  # ParseDict of {} sets nothing
         _parse_into(request, body_data, what="request body")
     if query:
@@ -275,6 +277,17 @@ def build_request(
         request.MergeFrom(overriding)
     _check_page_size(request, max_page_size)
     return request
+
+
+def _refuse_header_fields_in_body(route: Route, descriptor: Descriptor, body_data: Mapping[str, Any]) -> None:
+    """A field a header feeds (Idempotency-Key) comes from that header only: a key in the body would
+    let a client that forgot the header through (the OpenAPI document has no such body field)."""
+    for binding in route.header_bindings:
+        field = _field_by_any_name(descriptor, binding.field)
+        if field is not None and (field.json_name in body_data or field.name in body_data):
+            header = "-".join(part.capitalize() for part in binding.header.split("-"))
+            description = f"send it as the {header} header, not in the body"
+            raise bad_request(f"{field.json_name}: {description}", field=field.name, description=description)
 
 
 _DIRECT_INTEGERS = {
