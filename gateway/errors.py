@@ -16,7 +16,8 @@ FAILED_PRECONDITION by ErrorInfo reason (FAILED_PRECONDITION_STATUS_BY_REASON):
       that state changes (INSUFFICIENT_STOCK, IDEMPOTENCY_KEY_IN_PROGRESS, INVALID_ORDER_TRANSITION,
       RESERVATION_EXPIRED, STOCK_BELOW_RESERVED, and any reason not listed).
   422 Unprocessable: this request can never succeed as sent (IDEMPOTENCY_KEY_REUSED: the key belongs
-      to another body; CART_EMPTY; PRODUCT_INACTIVE; PAYMENT_DECLINED).
+      to another body; REQUEST_ID_REUSED: likewise a request id; CART_EMPTY; PRODUCT_INACTIVE;
+      PAYMENT_DECLINED).
 
 Messages of 5xx statuses and of failures without a rich status (transport errors, which can name
 internal addresses) are replaced by a generic text; a Python traceback never reaches a client.
@@ -61,6 +62,7 @@ FAILED_PRECONDITION_STATUS_BY_REASON: dict[str, int] = {
     "RESERVATION_EXPIRED": 409,
     "STOCK_BELOW_RESERVED": 409,
     "IDEMPOTENCY_KEY_REUSED": 422,
+    "REQUEST_ID_REUSED": 422,
     "CART_EMPTY": 422,
     "PRODUCT_INACTIVE": 422,
     "PAYMENT_DECLINED": 422,

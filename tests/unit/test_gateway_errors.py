@@ -42,6 +42,7 @@ def test_code_table(code: grpc.StatusCode, http: int) -> None:
     [
         ("INSUFFICIENT_STOCK", 409),
         ("IDEMPOTENCY_KEY_REUSED", 422),
+        ("REQUEST_ID_REUSED", 422),
         ("IDEMPOTENCY_KEY_IN_PROGRESS", 409),
         ("INVALID_ORDER_TRANSITION", 409),
         ("SOMETHING_NEW", 409),
