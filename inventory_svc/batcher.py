@@ -19,7 +19,10 @@ CPU work; done first, it left the database idle and every queued request waiting
 database applies batch N+1 while the loop answers batch N's callers.
 
 If a whole batch fails (an unexpected database error caused by one request), every request of that
-batch is retried alone, so one bad request cannot fail the others.
+batch whose caller still waits is retried alone, so one bad request cannot fail the others. Not when
+`isolate` says the error is not one request's doing (the database is unreachable): then the whole
+batch fails with it at once. Retrying alone there cost one pool timeout per request with the key
+blocked meanwhile, and could reserve twice when a commit went through but its answer was lost.
 """
 
 from __future__ import annotations
@@ -45,8 +48,16 @@ class _Pending(Generic[Req]):
 
 
 class KeyedBatcher(Generic[Req, Res]):
-    def __init__(self, flush: FlushFn[Req], *, window: float = 0.002, max_batch: int = 256) -> None:
+    def __init__(
+        self,
+        flush: FlushFn[Req],
+        *,
+        window: float = 0.002,
+        max_batch: int = 256,
+        isolate: Callable[[Exception], bool] = lambda error: True,
+    ) -> None:
         self._flush = flush
+        self._isolate = isolate
         self._window = window
         self._max_batch = max_batch
         self._queues: dict[Hashable, list[_Pending[Req]]] = {}
@@ -124,10 +135,13 @@ class KeyedBatcher(Generic[Req, Res]):
         try:
             return list(await self._flush(key, [p.request for p in batch]))
         except Exception as batch_error:
-            if len(batch) == 1:
-                return [batch_error]
+            if len(batch) == 1 or not self._isolate(batch_error):
+                return [batch_error] * len(batch)
         outcomes: list[Any] = []
         for pending in batch:  # isolate the failing request
+            if pending.future.done():  # its caller gave up: what it would hold, nobody would learn of
+                outcomes.append(None)
+                continue
             try:
                 (outcome,) = await self._flush(key, [pending.request])
             except Exception as single_error:

@@ -38,7 +38,7 @@ from inventory_svc.model import (
 from meshkit.audit import audit
 from meshkit.context import current_principal
 from meshkit.db import connection, transaction
-from meshkit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from meshkit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from meshkit.outbox import add_event, context_headers
 from meshkit.tracing import inject_headers
 
@@ -83,6 +83,7 @@ class InventoryService:
             self._flush_reserve,
             window=settings.reserve_batch_window_ms / 1000.0,
             max_batch=settings.reserve_max_batch,
+            isolate=lambda error: not isinstance(error, Unavailable),  # the database, not one request
         )
 
     # ---- reserve (hot path) -------------------------------------------------------------------

@@ -91,3 +91,43 @@ async def test_a_cancelled_flush_fails_its_callers_instead_of_stranding_them():
         drainer.cancel()
     await asyncio.wait([caller], timeout=10)  # a stranded caller would wait forever
     assert caller.done()
+
+
+async def test_isolation_skips_callers_that_gave_up():
+    """A failed batch is retried request by request only for callers still waiting: reserving for one
+    that timed out would hold stock nobody learns of until its TTL."""
+    flush = RecordingFlush(delay=0.05, fail_on=3)
+    batcher = KeyedBatcher(flush, window=0.001)
+    first = asyncio.ensure_future(batcher.submit("sku", 0))  # in flight while the others queue
+    await asyncio.sleep(0.01)
+    waiting = [asyncio.ensure_future(batcher.submit("sku", i)) for i in (1, 2, 3, 4)]
+    await asyncio.sleep(0.07)  # the first batch took 50 ms; [1, 2, 3, 4] is in the database now
+    assert flush.batches == [[0], [1, 2, 3, 4]]
+    waiting[1].cancel()  # the caller of 2 gives up
+    results = await asyncio.gather(first, *waiting, return_exceptions=True)
+
+    assert results[0] == 0 and results[1] == 10 and results[4] == 40
+    assert isinstance(results[2], asyncio.CancelledError) and isinstance(results[3], RuntimeError)
+    assert flush.batches == [[0], [1, 2, 3, 4], [1], [3], [4]]
+
+
+async def test_an_error_that_is_not_one_requests_fails_the_whole_batch_without_retries():
+    class Unreachable(Exception):
+        pass
+
+    class DatabaseAway(RecordingFlush):
+        async def __call__(self, key, requests):
+            self.batches.append(list(requests))
+            await asyncio.sleep(self.delay)
+            raise Unreachable("pool timeout")
+
+    flush = DatabaseAway(delay=0.02)
+    batcher = KeyedBatcher(flush, window=0.001, isolate=lambda error: not isinstance(error, Unreachable))
+    first = asyncio.ensure_future(batcher.submit("sku", 0))
+    await asyncio.sleep(0.005)
+    results = await asyncio.gather(
+        first, *(batcher.submit("sku", i) for i in (1, 2, 3)), return_exceptions=True
+    )
+
+    assert all(isinstance(r, Unreachable) for r in results)
+    assert flush.batches == [[0], [1, 2, 3]]  # no request-by-request pass
