@@ -111,45 +111,30 @@ class InventoryService:
     async def _flush_reserve(self, key: Hashable, requests: Sequence[ReserveRequest]) -> list[Any]:
         product_id = int(key)  # type: ignore[call-overload]
         metrics.reserve_batch_size.set(len(requests))
+        # each request id goes to the database once: two copies in one batch would both be new to
+        # it (neither is committed yet) and reserve twice; a later copy gets the first one's answer
+        sent, slot = _first_copies(requests)
         async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
             rows = await store.reserve_batch(
                 conn,
                 product_id=product_id,
-                owners=[r.owner for r in requests],
-                quantities=[r.quantity for r in requests],
-                ttl_seconds=[r.ttl.total_seconds() for r in requests],
-                request_ids=[r.request_id for r in requests],
+                owners=[r.owner for r in sent],
+                quantities=[r.quantity for r in sent],
+                ttl_seconds=[r.ttl.total_seconds() for r in sent],
+                request_ids=[r.request_id for r in sent],
                 topic=self._topic,
                 headers=inject_headers(),
             )
         grouped: dict[int, list[dict[str, Any]]] = {}
         for row in rows:
             grouped.setdefault(row["idx"], []).append(row)
-        outcomes: list[Any] = []
-        for index, request in enumerate(requests, start=1):
-            mine = grouped.get(index, [])
-            if not mine:
-                outcomes.append(DomainError("reserve batch returned no outcome"))
-            elif mine[0]["outcome"] == "insufficient":
-                outcomes.append(InsufficientStock(product_id, request.quantity, mine[0]["available"]))
-            elif mine[0]["outcome"] == "unknown_product":
-                outcomes.append(UnknownProduct(product_id))
-            else:
-                outcomes.append(
-                    [
-                        Reservation(
-                            id=row["reservation_id"],
-                            owner=request.owner,
-                            product_id=product_id,
-                            warehouse_id=row["warehouse_id"],
-                            quantity=row["quantity"],
-                            status=ReservationStatus.ACTIVE,
-                            expires_at=row["expires_at"],
-                        )
-                        for row in mine
-                    ]
-                )
-        return outcomes
+        outcomes = [
+            _reserve_outcome(product_id, request, grouped.get(n, [])) for n, request in enumerate(sent, 1)
+        ]
+        return [
+            outcomes[slot[i]] if _same_reserve(sent[slot[i]], request) else _reused(request.request_id)
+            for i, request in enumerate(requests)
+        ]
 
     # ---- reservation lifecycle ----------------------------------------------------------------
     async def extend(self, reservation_ids: Sequence[str], ttl: dt.timedelta | None) -> list[Reservation]:
@@ -449,13 +434,63 @@ def _not_found(missing: Sequence[str]) -> NotFound:
     )
 
 
+def _first_copies(requests: Sequence[ReserveRequest]) -> tuple[list[ReserveRequest], list[int]]:
+    """The requests to send, each request id once, and per request the position in them of the
+    one that answers it: its own, or that of the first request with its id."""
+    first: dict[str, int] = {}
+    sent: list[ReserveRequest] = []
+    slot: list[int] = []
+    for request in requests:
+        if request.request_id and request.request_id in first:
+            slot.append(first[request.request_id])
+            continue
+        if request.request_id:
+            first[request.request_id] = len(sent)
+        slot.append(len(sent))
+        sent.append(request)
+    return sent, slot
+
+
+def _same_reserve(a: ReserveRequest, b: ReserveRequest) -> bool:
+    return (a.owner, a.product_id, a.quantity) == (b.owner, b.product_id, b.quantity)
+
+
+def _reserve_outcome(product_id: int, request: ReserveRequest, mine: list[dict[str, Any]]) -> Any:
+    """One request's answer from its reserve_batch rows: its reservations, or the error instance."""
+    if not mine:
+        return DomainError("reserve batch returned no outcome")
+    outcome = mine[0]["outcome"]
+    if outcome == "insufficient":
+        return InsufficientStock(product_id, request.quantity, mine[0]["available"])
+    if outcome == "unknown_product":
+        return UnknownProduct(product_id)
+    if outcome == "reused":
+        return _reused(request.request_id)
+    return [
+        Reservation(
+            id=row["reservation_id"],
+            owner=request.owner,
+            product_id=product_id,
+            warehouse_id=row["warehouse_id"],
+            quantity=row["quantity"],
+            status=ReservationStatus(row["status"]),
+            expires_at=row["expires_at"],
+        )
+        for row in mine
+    ]
+
+
+def _reused(request_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "request_id was already used for a different request",
+        reason="REQUEST_ID_REUSED",
+        metadata={"request_id": request_id},
+    )
+
+
 async def _same_request(conn: AsyncConnection, request_id: str, operation: str) -> None:
     """A replayed request_id must carry the request it was first used for (AIP-155). Before this
     check a reused id silently did nothing: adjusting product B with the id of an adjustment of A
     answered B's unchanged stock (or NOT_FOUND) as if it had been applied."""
     if await store.applied_operation(conn, request_id) != operation:
-        raise FailedPrecondition(
-            "request_id was already used for a different request",
-            reason="REQUEST_ID_REUSED",
-            metadata={"request_id": request_id},
-        )
+        raise _reused(request_id)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import re
 import time
+import uuid
 
 import grpc
 import httpx
@@ -20,11 +22,13 @@ from inventory_svc.jobs import check_invariants
 from inventory_svc.model import InsufficientStock, ReserveRequest
 from inventory_svc.service import InventoryService
 from meshkit.db import open_pool
+from meshkit.errors import FailedPrecondition
 from tests.integration.inventory_helpers import (
     admin_stub,
     broken,
     invariant_violations,
     new_product_id,
+    reason_of,
     service_stub,
     stock_product,
 )
@@ -296,3 +300,80 @@ async def test_owners_and_request_ids_reach_the_database_exactly_as_sent(mesh):
     assert [stored[r.reservations[0].id] for r in replies] == [
         f"{o.strip()}|{f'{o}-{i}'.strip()}" for i, o in enumerate(owners)
     ]
+
+
+async def test_a_reserve_request_id_answers_only_its_own_request_and_says_what_its_units_are_now(mesh):
+    """A replay returns the first call's reservations as they are now; the id sent for another product
+    or owner is REQUEST_ID_REUSED (it answered the first product's reservations as if of this one)."""
+    await mesh.start("inventory_svc")
+    stub = service_stub(mesh)
+    product, other = new_product_id(), new_product_id()
+    await stock_product(admin_stub(mesh), product, {1: 5})
+    await stock_product(admin_stub(mesh), other, {1: 5})
+    request_id = str(uuid.uuid4())
+
+    def reserve(product_id: int, owner: str = "cart-1", quantity: int = 2) -> pb.ReserveStockRequest:
+        return pb.ReserveStockRequest(
+            owner=owner, product_id=product_id, quantity=quantity, request_id=request_id
+        )
+
+    first = (await stub.ReserveStock(reserve(product))).reservations
+    again = (await stub.ReserveStock(reserve(product))).reservations
+    assert [r.id for r in again] == [r.id for r in first] and len(first) == 1
+    assert again[0].status == pb.RESERVATION_STATUS_ACTIVE
+
+    for reused in (reserve(other), reserve(product, owner="cart-2")):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ReserveStock(reused)
+        assert (caught.value.code(), reason_of(caught.value)) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "REQUEST_ID_REUSED",
+        )
+    assert (await stub.GetStock(pb.GetStockRequest(product_id=other))).stock.reserved == 0
+
+    await stub.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id=first[0].id))
+    replayed = (await stub.ReserveStock(reserve(product))).reservations
+    assert [(r.id, r.status) for r in replayed] == [(first[0].id, pb.RESERVATION_STATUS_RELEASED)]
+    assert (await stub.GetStock(pb.GetStockRequest(product_id=product))).stock.reserved == 0
+    assert broken(invariant_violations(mesh.database_url, [product, other])) == []
+
+
+async def test_two_copies_of_a_request_id_in_one_batch_reserve_once(mesh):
+    """Neither copy is committed when the batch runs, so the database saw both as new: with 1 unit left
+    in EAST the first took it and the second took one of WEST, two units held under one request id."""
+    await mesh.start("inventory_svc")
+    product = new_product_id()
+    await stock_product(admin_stub(mesh), product, {1: 2, 2: 10})
+    pool = await open_pool(mesh.database_url, schema="inventory", min_size=1, max_size=4)
+    try:
+        settings = InventorySettings(database_url=mesh.database_url, reserve_batch_window_ms=20)
+        service = InventoryService(pool=pool, settings=settings)
+        ttl = dt.timedelta(minutes=5)
+
+        async def behind_a_lone_request(*requests: ReserveRequest) -> list:
+            """The first request flies alone; these queue behind it and share the next batch."""
+            lone = ReserveRequest(owner="cart-0", product_id=product, quantity=1, ttl=ttl)
+            batches = service._batcher.batches
+            flying = asyncio.ensure_future(service._batcher.submit(product, lone))
+            await asyncio.sleep(0)
+            outcomes = await asyncio.gather(
+                *(service._batcher.submit(product, r) for r in requests), return_exceptions=True
+            )
+            await flying
+            assert service._batcher.batches == batches + 2  # the lone one's and theirs
+            return outcomes
+
+        copy = ReserveRequest(
+            owner="cart-1", product_id=product, quantity=1, ttl=ttl, request_id=str(uuid.uuid4())
+        )
+        twice = await behind_a_lone_request(copy, copy)
+        assert [r.id for r in twice[0]] == [r.id for r in twice[1]] and len(twice[0]) == 1
+        other = dataclasses.replace(copy, request_id=str(uuid.uuid4()))
+        mixed = await behind_a_lone_request(other, dataclasses.replace(other, quantity=3))
+    finally:
+        await pool.close()
+    assert sum(r.quantity for r in mixed[0]) == 1
+    assert isinstance(mixed[1], FailedPrecondition) and mixed[1].reason == "REQUEST_ID_REUSED"
+    held = await service_stub(mesh).GetStock(pb.GetStockRequest(product_id=product))
+    assert held.stock.reserved == 4  # the two lone requests' units and one per request id
+    assert broken(invariant_violations(mesh.database_url, [product])) == []
