@@ -35,7 +35,7 @@ from order_svc import cart_store, metrics, store
 from order_svc.config import OrderSettings
 from order_svc.lifecycle import OrderLifecycle
 from order_svc.model import CheckoutAbandoned, OrderStatus, PaymentDeclined, PaymentStatus
-from order_svc.saga import OrderSaga, Superseded, payment_key
+from order_svc.saga import OrderSaga, Restocked, Superseded, payment_key
 
 log = logging.getLogger("order_svc.recovery")
 
@@ -158,7 +158,11 @@ class RecoveryJob:
         charge = await self._saga.payments.void(payment_key(order.id))
         if charge is not None and charge.status == "captured":
             if not order.stock_committed:
-                shortage = await self._saga.hold_and_commit(order)
+                try:
+                    shortage = await self._saga.hold_and_commit(order)
+                except Restocked:  # a compensation restocked it and died before its final move
+                    await self._remember(row, await self._saga.abandon_restocked(order))
+                    return "compensated"
                 if shortage is not None:
                     await self._saga.payments.refund(payment_key(order.id))
                     outcome = await self._saga.fail(
@@ -181,11 +185,12 @@ class RecoveryJob:
                 decline_code=charge.decline_code,
             )
         else:
+            if charge is not None and charge.status == "refunded":
+                payment = PaymentStatus.REFUNDED  # a cancel refunded it and died before its final move
+            else:
+                payment = PaymentStatus.FAILED if order.payment_attempted else None
             outcome = await self._saga.fail(
-                order,
-                CheckoutAbandoned(order.id, OrderStatus.FAILED),
-                restock=True,
-                payment_status=PaymentStatus.FAILED if order.payment_attempted else None,
+                order, CheckoutAbandoned(order.id, OrderStatus.FAILED), restock=True, payment_status=payment
             )
         await self._remember(row, outcome)
         return "compensated"

@@ -35,6 +35,7 @@ from order_svc.config import OrderSettings
 from order_svc.failpoints import Failpoints
 from order_svc.model import (
     CURRENCY,
+    CheckoutAbandoned,
     Order,
     OrderOutOfStock,
     OrderStatus,
@@ -53,6 +54,10 @@ _STOCK_SHORT_REASONS = {"INSUFFICIENT_STOCK", "PRODUCT_NOT_FOUND"}
 
 class Superseded(Exception):
     """Another actor finished or compensated the order meanwhile: read its outcome instead."""
+
+
+class Restocked(Superseded):
+    """Inventory says the order was restocked (a compensation began) while it is still PENDING."""
 
 
 def payment_key(order_id: uuid.UUID) -> str:
@@ -126,8 +131,30 @@ class OrderSaga:
                 )
             self._failpoints.hit("after_payment")
             return await self.complete(order, charge)
+        except Restocked:
+            return await self.abandon_restocked(order)
         except Superseded:
             return await self.final_outcome(order_id)
+
+    async def abandon_restocked(self, order: Order) -> bytes:
+        """End a PENDING order whose stock a compensation gave back before its driver died (a cancel,
+        or a failed checkout, killed between the restock and its final move). Only the final move is
+        missing: the order cannot go on (inventory fences its commit), and answering ABORTED left it
+        PENDING, each retry of the key putting recovery off again. The key is closed first, and a
+        capture made before the restock is refunded (what the compensation was doing)."""
+        charge = await self.payments.void(payment_key(order.id))
+        if charge is not None and charge.status == "captured":
+            charge = await self.payments.refund(payment_key(order.id))
+        refunded = charge is not None and charge.status == "refunded"
+        try:
+            return await self.fail(
+                order,
+                CheckoutAbandoned(order.id, OrderStatus.FAILED),
+                restock=True,
+                payment_status=PaymentStatus.REFUNDED if refunded else None,
+            )
+        except Superseded:
+            return await self.final_outcome(order.id)
 
     async def hold_and_commit(
         self, order: Order, reservations: list[dict] | None = None
@@ -145,7 +172,7 @@ class OrderSaga:
                 return None
             except DomainError as error:
                 if error.reason == "ORDER_RESTOCKED":
-                    raise Superseded() from error
+                    raise Restocked() from error
                 if error.reason != "RESERVATION_EXPIRED":
                     raise
         for attempt in range(3):
@@ -194,7 +221,7 @@ class OrderSaga:
                 return None
             except DomainError as error:
                 if error.reason == "ORDER_RESTOCKED":
-                    raise Superseded() from error
+                    raise Restocked() from error
                 if error.reason != "RESERVATION_EXPIRED":
                     raise
                 log.info("reservation lapsed during commit; holding again", extra={"order_id": str(order.id)})

@@ -153,6 +153,56 @@ async def test_crash_after_restocking_a_declined_payment_restocks_once(mesh):
     assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
 
 
+async def test_a_retry_ends_a_checkout_whose_cancel_died_after_restocking(mesh):
+    """A cancel of a checkout left before step 2 restocks (fencing the order's commit), then dies
+    before its final move. A retry of the key used to answer ABORTED, leaving the order PENDING and
+    putting recovery off with every retry; it ends the order as abandoned instead."""
+    user, key = user_id(), new_key()
+    await start_order_mesh(mesh)
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+    await _crash_during_checkout(mesh, "after_order_created", user, key)
+    order_id = await _single_order_id(mesh, user, key)
+
+    await start_order_mesh(mesh, {"SHOPMESH_FAILPOINTS": "after_restock"})
+    proc = mesh.procs["order_svc"]
+    internal = TokenMinter(mesh.internal_secret, Principal(user, ())).token()
+    async with grpc.aio.insecure_channel(
+        mesh.addr("order_svc"), options=[("grpc.use_local_subchannel_pool", 1)]
+    ) as channel:
+        stub = order_pb2_grpc.OrderServiceStub(channel)
+        deadline = time.monotonic() + 20
+        while True:  # ABORTED while the crashed checkout's ~3 s lease lasts
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.CancelOrder(
+                    order_pb2.CancelOrderRequest(order_id=order_id),
+                    metadata=[(INTERNAL_TOKEN_HEADER, internal)],
+                    timeout=10,
+                )
+            if caught.value.code() != grpc.StatusCode.ABORTED or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+    assert await proc.wait_exit(10) == -signal.SIGKILL, "order_svc did not die at the failpoint"
+    await start_order_mesh(mesh)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await _retry(mesh, user, key)
+
+    assert (caught.value.code(), reason_of(caught.value)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "CHECKOUT_ABANDONED",
+    ), caught.value.details()
+    order = (await admin_orders(mesh).GetOrder(order_pb2.GetOrderRequest(order_id=order_id))).order
+    assert order.status == order_pb2.ORDER_STATUS_FAILED
+    assert [status for status, _, _ in captures(mesh.database_url, order_id)] == ["voided"]
+    # nothing was sold: the 2 units are the cart's reservations again, its line kept
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved) == (5, 2)
+    items = (await carts(mesh, user).GetCart(cart_pb2.GetCartRequest())).cart.items
+    assert [(i.product_id, i.quantity) for i in items] == [(product, 2)]
+
+
 async def _recover_until(mesh, order_id: str, field: str, timeout: float = 20.0) -> None:
     """RecoverOrders skips orders whose crashed driver's lease has not expired yet: ask until done."""
     deadline = time.monotonic() + timeout
