@@ -32,6 +32,7 @@ from meshkit.context import Principal
 REPLAYED_METADATA_KEY = "x-idempotent-replayed"  # set by order_svc (initial or trailing metadata)
 REPLAYED_HEADER = "Idempotent-Replayed"
 JSON = "application/json"
+UPSTREAM_RETRY_AFTER_SECONDS = "1"  # Retry-After of a 429 a service answered (RESOURCE_EXHAUSTED)
 
 
 class Upstream(Protocol):
@@ -140,8 +141,12 @@ class Dispatcher:
         except grpc.aio.AioRpcError as error:
             metrics.upstream_errors_total.labels(route.service.name, error.code().name).inc()
             status, error_json = from_rpc_error(error)
-            replayed = replayed_flag(error.initial_metadata(), error.trailing_metadata())
-            return json_response(status, error_json, {REPLAYED_HEADER: "true"} if replayed else None)
+            error_headers = {}
+            if replayed_flag(error.initial_metadata(), error.trailing_metadata()):
+                error_headers[REPLAYED_HEADER] = "true"
+            if status == 429:  # a service at its concurrency cap: every 429 says when to come back
+                error_headers["Retry-After"] = UPSTREAM_RETRY_AFTER_SECONDS
+            return json_response(status, error_json, error_headers or None)
         headers = {REPLAYED_HEADER: "true"} if replayed else None
         return json_response(route.success_status, response_json(route, reply), headers)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 
+import grpc
 import jwt
 import pytest
 from opentelemetry import trace
@@ -124,3 +125,24 @@ def test_requests_without_trace_context_start_new_traces_and_each_is_counted(pro
     assert counted() - before == 3 and observed() - before_observed == 3
     trace_ids = {metadata["traceparent"].split("-")[1] for _, metadata in upstream.calls}
     assert len(trace_ids) == 3 and "0" * 32 not in trace_ids  # a fresh, valid trace each time
+
+
+class ExhaustedUpstream(RecordingUpstream):
+    async def invoke(self, message, metadata):
+        self.calls.append((message, dict(metadata)))
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            initial_metadata=grpc.aio.Metadata(),
+            trailing_metadata=grpc.aio.Metadata(),
+            details="concurrent RPC limit exceeded",
+        )
+
+
+def test_a_429_from_a_service_says_when_to_retry(provider) -> None:
+    """The contract: an over-limit request gets 429 with Retry-After, also when the limit is a
+    service's (its maximum of concurrent RPCs), not the gateway's own buckets."""
+    route = next(r for r in load_api_routes() if r.path.template == "/v1/products/{product_id}/stock")
+    reply = client_for(ExhaustedUpstream(route, None)).get("/v1/products/42/stock")
+    assert reply.status_code == 429
+    assert reply.headers["Retry-After"] == "1"
+    assert reply.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
