@@ -298,6 +298,19 @@ def test_servers_listen_on_the_pod_network(overlay: str) -> None:
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_the_gateway_believes_the_ingress_controllers_forwarded_for(overlay: str) -> None:
+    """Anonymous rate limits are per client IP: behind the Ingress the TCP peer is the controller's pod,
+    so uvicorn must take X-Forwarded-For from pod addresses (and only they may connect: policy above)."""
+    from uvicorn.middleware.proxy_headers import _TrustedHosts
+
+    gateway = of_kind(build(overlay), "Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]
+    trusted = _TrustedHosts({e["name"]: e.get("value") for e in gateway["env"]}["SHOPMESH_TRUSTED_PROXIES"])
+    for pod in ("10.244.1.17", "172.20.3.4", "192.168.5.6", "fd00::12"):
+        assert pod in trusted, pod
+    assert "203.0.113.9" not in trusted  # a public address is never a proxy of ours
+
+
 @pytest.mark.parametrize(("overlay", "shards", "replicas"), [("dev", "1", "0"), ("prod", "5", "1")])
 def test_catalog_creates_the_index_shape_of_its_environment(overlay: str, shards: str, replicas: str) -> None:
     catalog = of_kind(build(overlay), "Deployment")["catalog"]["spec"]["template"]["spec"]["containers"][0]
