@@ -18,6 +18,7 @@ from meshkit.errors import FailedPrecondition, InvalidArgument, NotFound
 
 MAX_QUANTITY_PER_REQUEST = 10_000
 MAX_ADJUST_DELTA = 1_000_000
+MAX_PRODUCT_UNITS = 2**31 - 1  # a product's units over all warehouses (int32 in ProductStock and events)
 MIN_TTL = dt.timedelta(seconds=1)
 MAX_TTL = dt.timedelta(hours=24)
 MAX_OWNER_LENGTH = 255

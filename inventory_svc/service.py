@@ -16,6 +16,7 @@ from inventory_svc.batcher import KeyedBatcher
 from inventory_svc.config import InventorySettings
 from inventory_svc.model import (
     MAX_BATCH_PRODUCT_IDS,
+    MAX_PRODUCT_UNITS,
     InsufficientStock,
     Movement,
     ProductStock,
@@ -306,7 +307,13 @@ class InventoryService:
                     "reason": reason,
                 },
             )
-            await self._emit_stock_event(conn, product_id, movement, warehouse_id)
+            await self._emit_stock_event(
+                conn,
+                product_id,
+                movement,
+                warehouse_id,
+                changed_field=("quantity" if movement == Movement.RECEIVE else "delta") if delta > 0 else "",
+            )
             return await self._stock(conn, product_id)
 
     async def get_stock(self, product_id: int) -> ProductStock:
@@ -345,10 +352,23 @@ class InventoryService:
         )
 
     async def _emit_stock_event(
-        self, conn: AsyncConnection, product_id: int, movement: Movement, warehouse_id: int = 0
+        self,
+        conn: AsyncConnection,
+        product_id: int,
+        movement: Movement,
+        warehouse_id: int = 0,
+        *,
+        changed_field: str = "",
     ) -> None:
+        """`changed_field`: the request field of an increase, named if it takes the product past
+        MAX_PRODUCT_UNITS (the totals are read after the version bump, which serializes the
+        product's changes, so two concurrent receives cannot both pass)."""
         version = await store.bump_version(conn, product_id)
         totals = await store.product_totals(conn, product_id)
+        if changed_field and totals["quantity"] > MAX_PRODUCT_UNITS:
+            raise InvalidArgument(
+                changed_field, f"would take the product past {MAX_PRODUCT_UNITS} units in all warehouses"
+            )
         available = totals["quantity"] - totals["reserved"]
         event = events_pb2.InventoryEvent(
             event_id=str(uuid.uuid4()),

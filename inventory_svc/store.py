@@ -205,7 +205,7 @@ async def bump_version(conn: AsyncConnection, product_id: int, *, by: int = 1) -
 
 async def product_totals(conn: AsyncConnection, product_id: int) -> Row:
     cur = await conn.execute(
-        "SELECT coalesce(sum(quantity), 0)::INT AS quantity, coalesce(sum(reserved), 0)::INT AS reserved"
+        "SELECT coalesce(sum(quantity), 0) AS quantity, coalesce(sum(reserved), 0) AS reserved"
         " FROM stock WHERE product_id = %s",
         (product_id,),
     )

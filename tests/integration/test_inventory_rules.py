@@ -377,3 +377,31 @@ async def test_two_copies_of_a_request_id_in_one_batch_reserve_once(mesh):
     held = await service_stub(mesh).GetStock(pb.GetStockRequest(product_id=product))
     assert held.stock.reserved == 4  # the two lone requests' units and one per request id
     assert broken(invariant_violations(mesh.database_url, [product])) == []
+
+
+async def test_stock_past_the_int32_total_is_a_clear_invalid_argument(mesh):
+    """ProductStock and the events carry a product's total in int32: a receive or adjustment taking
+    it past 2^31-1 units was an INTERNAL 'integer out of range'; it is INVALID_ARGUMENT naming the field."""
+    await mesh.start("inventory_svc")
+    admin = admin_stub(mesh)
+    product = new_product_id()
+    await stock_product(admin, product, {1: 10, 2: 10})
+    with psycopg.connect(mesh.database_url, autocommit=True) as conn:  # near the limit without 2148 calls
+        conn.execute(
+            "UPDATE inventory.stock SET quantity = %s WHERE product_id = %s AND warehouse_id = 1",
+            (2**31 - 1 - 15, product),
+        )
+    for call in (
+        lambda: admin.ReceiveStock(pb.ReceiveStockRequest(product_id=product, warehouse_id=2, quantity=6)),
+        lambda: admin.AdjustStock(pb.AdjustStockRequest(product_id=product, warehouse_id=2, delta=6)),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert "delta" in caught.value.details()
+    stock = (await admin.GetStock(pb.GetStockRequest(product_id=product))).stock
+    assert (stock.quantity, [w.quantity for w in stock.warehouses]) == (2**31 - 1 - 5, [2**31 - 1 - 15, 10])
+    received = await admin.ReceiveStock(
+        pb.ReceiveStockRequest(product_id=product, warehouse_id=2, quantity=5)
+    )
+    assert received.stock.quantity == 2**31 - 1  # up to the limit itself is fine
