@@ -153,17 +153,9 @@ async def test_crash_after_restocking_a_declined_payment_restocks_once(mesh):
     assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
 
 
-async def test_a_retry_ends_a_checkout_whose_cancel_died_after_restocking(mesh):
-    """A cancel of a checkout left before step 2 restocks (fencing the order's commit), then dies
-    before its final move. A retry of the key used to answer ABORTED, leaving the order PENDING and
-    putting recovery off with every retry; it ends the order as abandoned instead."""
-    user, key = user_id(), new_key()
-    await start_order_mesh(mesh)
-    product = await new_product(mesh, stock=5)
-    await add(mesh, user, product, 2)
-    await _crash_during_checkout(mesh, "after_order_created", user, key)
-    order_id = await _single_order_id(mesh, user, key)
-
+async def _cancel_dies_after_restocking(mesh, user: str, order_id: str) -> None:
+    """CancelOrder on an order_svc that SIGKILLs itself once the cancel has restocked (after_restock);
+    then order_svc restarted without failpoints."""
     await start_order_mesh(mesh, {"SHOPMESH_FAILPOINTS": "after_restock"})
     proc = mesh.procs["order_svc"]
     internal = TokenMinter(mesh.internal_secret, Principal(user, ())).token()
@@ -185,6 +177,20 @@ async def test_a_retry_ends_a_checkout_whose_cancel_died_after_restocking(mesh):
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
     assert await proc.wait_exit(10) == -signal.SIGKILL, "order_svc did not die at the failpoint"
     await start_order_mesh(mesh)
+
+
+async def test_a_retry_ends_a_checkout_whose_cancel_died_after_restocking(mesh):
+    """A cancel of a checkout left before step 2 restocks (fencing the order's commit), then dies
+    before its final move. A retry of the key used to answer ABORTED, leaving the order PENDING and
+    putting recovery off with every retry; it ends the order as abandoned instead."""
+    user, key = user_id(), new_key()
+    await start_order_mesh(mesh)
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+    await _crash_during_checkout(mesh, "after_order_created", user, key)
+    order_id = await _single_order_id(mesh, user, key)
+
+    await _cancel_dies_after_restocking(mesh, user, order_id)
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _retry(mesh, user, key)
@@ -233,6 +239,29 @@ async def test_recovery_compensates_a_checkout_that_crashed_before_payment(mesh)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await orders(mesh, user).Checkout(checkout_request(key))
     assert reason_of(caught.value) == "CHECKOUT_ABANDONED"
+
+
+async def test_recovery_records_the_refund_of_a_cancel_that_died_after_refunding(mesh):
+    """The cancel found the crashed checkout's capture, refunded it, restocked and died before its
+    final move: recovery ends the order FAILED with the payment REFUNDED (it wrote FAILED: no payment)."""
+    user, key = user_id(), new_key()
+    await start_order_mesh(mesh)
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+    await _crash_during_checkout(mesh, "after_payment", user, key)
+    order_id = await _single_order_id(mesh, user, key)
+    await _cancel_dies_after_restocking(mesh, user, order_id)
+
+    await _recover_until(mesh, order_id, "compensated_order_ids")
+
+    order = (await admin_orders(mesh).GetOrder(order_pb2.GetOrderRequest(order_id=order_id))).order
+    assert (order.status, order.payment.status) == (
+        order_pb2.ORDER_STATUS_FAILED,
+        order_pb2.PAYMENT_STATUS_REFUNDED,
+    )
+    assert [status for status, _, _ in captures(mesh.database_url, order_id)] == ["refunded"]
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved) == (5, 0)
 
 
 async def test_recovery_completes_a_checkout_that_crashed_after_payment(mesh):
