@@ -4,7 +4,7 @@ Allocation order (documented contract of ReserveStock): warehouses are filled gr
 `priority`, then id, each giving as much as it has available, so a line splits across warehouses
 only when the first cannot fill it. A request is all-or-nothing: either every unit is reserved or
 none is and the caller gets INSUFFICIENT_STOCK with the available quantity. The rule runs inside
-the database (inventory.reserve_batch) so no row lock is held across a network round trip.
+the database (inventory.reserve_batch_v2) so no row lock is held across a network round trip.
 """
 
 from __future__ import annotations

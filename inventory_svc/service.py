@@ -476,7 +476,7 @@ def _same_reserve(a: ReserveRequest, b: ReserveRequest) -> bool:
 
 
 def _reserve_outcome(product_id: int, request: ReserveRequest, mine: list[dict[str, Any]]) -> Any:
-    """One request's answer from its reserve_batch rows: its reservations, or the error instance."""
+    """One request's answer from its reserve_batch_v2 rows: its reservations, or the error instance."""
     if not mine:
         return DomainError("reserve batch returned no outcome")
     outcome = mine[0]["outcome"]

@@ -31,7 +31,7 @@ async def reserve_batch(
     # dumper adapts and regex-escapes element by element in Python, ~30 us for a batch of one and
     # ~90 us for a batch of eight, against ~8 and ~12 us for building the literals.
     cur = await conn.execute(
-        "SELECT * FROM reserve_batch(%s, %s, %s, %s, %s, %s, %s)",
+        "SELECT * FROM reserve_batch_v2(%s, %s, %s, %s, %s, %s, %s)",
         (
             product_id,
             text_array(owners),

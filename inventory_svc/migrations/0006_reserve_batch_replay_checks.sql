@@ -1,16 +1,17 @@
--- reserve_batch answers a request id it has seen before only for the same request, and says what the
--- reservations are now. Until 0005 the replay branch matched the id alone: the same id sent for
--- another product (or owner) answered the first request's reservations as if they were of this one,
--- holding nothing of it, and a replay after a release or expiry answered them as active. Now:
+-- reserve_batch_v2: reserve_batch (0005) that answers a request id it has seen before only for the
+-- same request, and says what the reservations are now. reserve_batch's replay branch matched the id
+-- alone: the same id sent for another product (or owner) answered the first request's reservations
+-- as if they were of this one, holding nothing of it, and a replay after a release or expiry
+-- answered them as active. Here:
 --   * an id already used for another product or owner: outcome 'reused' (REQUEST_ID_REUSED), nothing
 --     written for it;
 --   * a replay returns each reservation's current status (new column `status`; 'active' for rows
 --     this call makes).
 -- Two copies of one id within a batch are answered by the service (inventory_svc.service), which
--- sends each id once. The return type changes, so the function is dropped and created again.
-DROP FUNCTION reserve_batch(BIGINT, TEXT[], INT[], DOUBLE PRECISION[], TEXT[], TEXT, JSONB);
-
-CREATE FUNCTION reserve_batch(
+-- sends each id once. A new name, not a changed reserve_batch: its result type changes, and the
+-- previous version's pods keep calling reserve_batch (a prepared statement) during a rollout; drop
+-- it in a later migration.
+CREATE FUNCTION reserve_batch_v2(
     p_product_id  BIGINT,
     p_owners      TEXT[],
     p_quantities  INT[],
@@ -115,7 +116,7 @@ BEGIN
          WHERE s.product_id = p_product_id AND s.warehouse_id = wh_ids[j]
            AND s.quantity - s.reserved >= wh_delta[j];
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'reserve_batch: conditional update failed for product % warehouse %',
+            RAISE EXCEPTION 'reserve_batch_v2: conditional update failed for product % warehouse %',
                 p_product_id, wh_ids[j];
         END IF;
     END LOOP;

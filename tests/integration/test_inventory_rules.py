@@ -405,3 +405,23 @@ async def test_stock_past_the_int32_total_is_a_clear_invalid_argument(mesh):
         pb.ReceiveStockRequest(product_id=product, warehouse_id=2, quantity=5)
     )
     assert received.stock.quantity == 2**31 - 1  # up to the limit itself is fine
+
+
+def test_the_previous_versions_reserve_function_keeps_its_result_type_for_a_rollout(mesh):
+    """During a rollout the previous version's pods keep serving with their prepared
+    `SELECT * FROM reserve_batch(...)`: a changed result type would fail every one of their reserves
+    ('cached plan must not change result type'), so the replay checks came as reserve_batch_v2."""
+    with psycopg.connect(mesh.database_url) as conn:
+        columns = {
+            name: [
+                c
+                for (c,) in conn.execute(
+                    "SELECT unnest(proargnames[pronargs + 1:]) FROM pg_proc p JOIN pg_namespace n"
+                    " ON n.oid = p.pronamespace WHERE n.nspname = 'inventory' AND p.proname = %s",
+                    (name,),
+                ).fetchall()
+            ]
+            for name in ("reserve_batch", "reserve_batch_v2")
+        }
+    previous = ["idx", "reservation_id", "warehouse_id", "quantity", "expires_at", "outcome", "available"]
+    assert columns == {"reserve_batch": previous, "reserve_batch_v2": [*previous, "status"]}
