@@ -126,6 +126,7 @@ class LeaderLease:
         self._key = advisory_key(name)
         self.name = name
         self._conn: psycopg.AsyncConnection | None = None
+        self._held = False  # pg_try_advisory_lock said yes on self._conn
         self._confirmed = 0.0  # time.monotonic() when the lock's session last answered
 
     async def acquire(self) -> bool:
@@ -140,6 +141,7 @@ class LeaderLease:
         except psycopg.Error:
             await self.release()
             return False
+        self._held = held  # a refused try keeps the connection for the next one, but leads nothing
         if held:
             self._confirmed = time.monotonic()
         return held
@@ -148,7 +150,7 @@ class LeaderLease:
         """Whether the lock's session is still alive. `within`: trust an answer that recent instead of
         asking again (a hot loop need not ping the database on every pass; a lost session is noticed
         at the next check, and the caller should `recheck()` as soon as its own queries fail)."""
-        if self._conn is None or self._conn.closed:
+        if not self._held or self._conn is None or self._conn.closed:
             return False
         if within and time.monotonic() - self._confirmed < within:
             return True
@@ -171,6 +173,7 @@ class LeaderLease:
             except psycopg.Error:
                 pass
             self._conn = None
+        self._held = False
         self._confirmed = 0.0
 
 
