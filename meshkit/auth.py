@@ -41,6 +41,11 @@ def mint_internal_token(secret: str, principal: Principal, *, ttl_seconds: int =
 
 
 def verify_internal_token(secret: str, token: str) -> Principal:
+    return verify_internal_token_until(secret, token)[0]
+
+
+def verify_internal_token_until(secret: str, token: str) -> tuple[Principal, float]:
+    """The token's principal and its `exp` (seconds since the epoch), for callers caching it."""
     try:
         claims = jwt.decode(
             token,
@@ -58,7 +63,7 @@ def verify_internal_token(secret: str, token: str) -> Principal:
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject:
         raise InternalTokenError("sub claim must be a non-empty string")
-    return Principal(subject=subject, roles=tuple(roles))
+    return Principal(subject=subject, roles=tuple(roles)), float(claims["exp"])
 
 
 class TokenMinter:

@@ -15,7 +15,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
 from meshkit import metrics
-from meshkit.auth import INTERNAL_TOKEN_HEADER, InternalTokenError, verify_internal_token
+from meshkit.auth import INTERNAL_TOKEN_HEADER, InternalTokenError, verify_internal_token_until
 from meshkit.context import Principal, new_request_id, principal_var, request_id_var
 from meshkit.db import CONNECTION_ERRORS
 from meshkit.errors import (
@@ -50,11 +50,12 @@ class _TokenCache:
         hit = self._entries.get(token)
         if hit and hit[1] > now:
             return hit[0]
-        principal = verify_internal_token(self._secret, token)
+        principal, expires = verify_internal_token_until(self._secret, token)
         if len(self._entries) >= self._max:
             self._entries.clear()
-        # re-verify every 20 s at most; tokens themselves live about a minute
-        self._entries[token] = (principal, now + 20)
+        # re-verify every 20 s at most, and never trust a token past its own exp (they live a minute
+        # or five: cached for a flat 20 s, one was accepted for up to 20 s after it expired)
+        self._entries[token] = (principal, now + min(20.0, expires - time.time()))
         return principal
 
 
