@@ -51,7 +51,8 @@ def decode_page_token(token: str) -> tuple[dt.datetime, uuid.UUID]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         return dt.datetime.fromisoformat(data["c"]), uuid.UUID(data["i"])
-    except (ValueError, KeyError, TypeError):
+    # AttributeError: uuid.UUID of a number (a crafted token), which was an INTERNAL
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise InvalidArgument("page_token", "not a token returned by ListOrders") from None
 
 
