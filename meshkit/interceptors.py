@@ -177,8 +177,10 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort_with_status(to_status(error))
             except CONNECTION_ERRORS as exc:
                 code = grpc.StatusCode.UNAVAILABLE
+                # the class name only, as meshkit.db says it: psycopg's text names hosts, ports, roles
+                log.warning("database unavailable", extra={"method": method, "error": str(exc)[:300]})
                 await context.abort_with_status(
-                    to_status(Unavailable(f"database unavailable: {exc!s}"[:200]))
+                    to_status(Unavailable(f"database unavailable: {exc.__class__.__name__}"))
                 )
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 code = context.code() or grpc.StatusCode.CANCELLED
