@@ -139,12 +139,33 @@ class ProductCache:
         self._hit = metrics.product_cache_requests_total.labels("hit")
         self._miss = metrics.product_cache_requests_total.labels("miss")
         self._error = metrics.product_cache_requests_total.labels("error")
+        # committed products whose refresh Valkey missed (breaker open or busy, timeout): their
+        # entries may still hold the version before the write, price and active flag included, for
+        # up to the TTL. Reads here skip those entries, and every cache call first tries the refresh
+        # again (the script keeps a newer version written meanwhile), until it lands.
+        self._unsynced: dict[int, Product] = {}
 
     def key(self, product_id: int) -> str:
         return f"{self._prefix}{product_id}"
 
+    @property
+    def unsynced(self) -> frozenset[int]:
+        return frozenset(self._unsynced)
+
+    async def _resync(self) -> None:
+        pending = list(self._unsynced.values())
+        if await self._write(pending):
+            for product in pending:
+                if self._unsynced.get(product.id) is product:  # not superseded meanwhile
+                    del self._unsynced[product.id]
+
     async def get_encoded(self, product_id: int) -> tuple[bytes, bool] | None:
         """The product's stored API encoding and whether it is active, or None (miss or error)."""
+        if self._unsynced:
+            await self._resync()
+            if product_id in self._unsynced:
+                self._miss.inc()
+                return None
         key = self.key(product_id)
         reads = self._kv.reads
         raw = await self._kv.run(
@@ -165,6 +186,11 @@ class ProductCache:
     async def get_many(self, product_ids: Sequence[int]) -> dict[int, Product]:
         if not product_ids:
             return {}
+        if self._unsynced:
+            await self._resync()
+            product_ids = [pid for pid in product_ids if pid not in self._unsynced]
+            if not product_ids:
+                return {}
 
         reads = self._kv.reads
 
@@ -191,11 +217,30 @@ class ProductCache:
         self._miss.inc(len(product_ids) - len(found))
         return found
 
-    async def put_many(self, products: Sequence[Product]) -> None:
+    async def put_many(self, products: Sequence[Product], *, committed: bool = False) -> None:
+        """Write these versions (an older one never replaces a newer). `committed`: they were just
+        written to the database, so an entry Valkey keeps from before must not be served: a missed
+        write is remembered and tried again (see _unsynced)."""
         if not products:
             return
+        if self._unsynced:
+            products = [*products, *(p for p in self._unsynced.values() if p not in products)]
+        if await self._write(products):
+            for product in products:
+                current = self._unsynced.get(product.id)
+                if current is not None and current.version <= product.version:
+                    del self._unsynced[product.id]
+        elif committed:
+            for product in products:
+                current = self._unsynced.get(product.id)
+                if current is None or current.version <= product.version:
+                    self._unsynced[product.id] = product
 
-        async def store() -> None:
+    async def _write(self, products: Sequence[Product]) -> bool:
+        if not products:
+            return True
+
+        async def store() -> bool:
             pipe = self._kv.client.pipeline(transaction=False)
             for p in products:
                 await self._script(
@@ -204,5 +249,6 @@ class ProductCache:
                     client=pipe,
                 )
             await pipe.execute()
+            return True
 
-        await self._kv.run(store)
+        return bool(await self._kv.run(store))

@@ -226,7 +226,7 @@ class CatalogService:
         raise SlugTaken(base)
 
     async def _after_write(self, product: Product) -> None:
-        await self._cache.put_many([product])
+        await self._cache.put_many([product], committed=True)
         self._on_commit()
 
 

@@ -379,6 +379,42 @@ async def test_cache_never_replaces_a_newer_version_with_an_older_one(mesh):
         await client.aclose()
 
 
+async def test_a_refresh_valkey_missed_is_never_overtaken_by_the_entry_from_before_the_write(mesh):
+    """A write's cache refresh refused (breaker open after a Valkey stall): the entry from before the
+    write, old price and active flag, was served again once the breaker closed, for up to its TTL
+    (order_svc prices checkouts from it). Now the refresh is retried first, and skipped entries read
+    as misses until it lands."""
+    settings = load_settings(CatalogSettings, environ=mesh.env)
+    client = valkey_asyncio.from_url(settings.valkey_url)
+    now_s = [0.0]
+    breaker = CircuitBreaker("valkey-test-unsynced", reset_timeout=10, clock=lambda: now_s[0])
+    cache = ProductCache(
+        GuardedValkey(client, timeout=2, breaker=breaker),
+        ttl_seconds=60,
+        prefix=f"{settings.cache_key_prefix}unsynced-test:",
+    )
+    now = dt.datetime.now(dt.UTC)
+    before = Product(
+        1, 1, "lamp", "lamp", "", None, "", Decimal("10.00"), Decimal("0"), 0, True, "", (), 1, now, now
+    )
+    after = dataclasses.replace(before, price=Decimal("99.00"), is_active=False, version=2)
+    try:
+        await cache.put_many([before])
+        for _ in range(3):  # a stall: three timeouts open the breaker
+            breaker.acquire().failure()
+        await cache.put_many([after], committed=True)  # refused: Valkey still holds version 1
+        assert cache.unsynced == {1}
+        assert await cache.get_many([1]) == {} and await cache.get_encoded(1) is None
+
+        now_s[0] += 10  # half-open: the next calls go through as probes
+        assert (await cache.get_many([1]))[1] == after
+        assert cache.unsynced == frozenset()
+        assert (await cache.get_encoded(1))[1] is False  # inactive, as written
+    finally:
+        await client.delete(cache.key(1))
+        await client.aclose()
+
+
 async def test_product_writes_are_audited_with_the_changed_fields(mesh, refs):
     from shop.audit.v1 import audit_pb2, audit_pb2_grpc
 
