@@ -59,14 +59,26 @@ async def apply_catalog_version(conn: AsyncConnection, *, product_id: int, versi
     return await cur.fetchone() is not None
 
 
-async def repair_stock(conn: AsyncConnection, *, product_id: int, in_stock: bool, available: int) -> None:
-    """Correct in_stock from inventory's answer (reconcile); the event version is left as it is."""
-    await conn.execute(
+async def database_now(conn: AsyncConnection) -> dt.datetime:
+    cur = await conn.execute("SELECT clock_timestamp() AS now")
+    return (await cur.fetchone())["now"]
+
+
+async def repair_stock(
+    conn: AsyncConnection, *, product_id: int, in_stock: bool, available: int, asked_at: dt.datetime
+) -> bool:
+    """Correct in_stock from inventory's answer (reconcile); the event version is left as it is.
+    Only if no stock event was applied since `asked_at` (before inventory was asked): such an event
+    is newer than the answer, and overwriting it left in_stock wrong until the next flip or reconcile.
+    (An event applied by a transaction that began before asked_at predates the answer: kept out.)"""
+    cur = await conn.execute(
         "INSERT INTO stock_status (product_id, in_stock, available, version) VALUES (%s, %s, %s, 0)"
         " ON CONFLICT (product_id) DO UPDATE SET in_stock = EXCLUDED.in_stock,"
-        " available = EXCLUDED.available, updated_at = now()",
-        (product_id, in_stock, available),
+        " available = EXCLUDED.available, updated_at = now()"
+        " WHERE stock_status.updated_at < %s RETURNING 1",
+        (product_id, in_stock, available, asked_at),
     )
+    return await cur.fetchone() is not None
 
 
 async def mark_dirty(conn: AsyncConnection, product_ids: Sequence[int]) -> None:

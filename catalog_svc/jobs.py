@@ -160,6 +160,8 @@ async def reconcile(
             break
         ids = [p.id for p, _, _ in rows]
         if availability is not None:
+            async with connection(pool) as conn:
+                asked_at = await index_store.database_now(conn)
             truth = await availability(ids)
             wrong = [
                 (p.id, *truth[p.id])
@@ -167,15 +169,16 @@ async def reconcile(
                 if p.id in truth and truth[p.id][1] != in_stock
             ]
             if wrong:
+                repaired = 0
                 async with transaction(pool) as conn:
                     for pid, available, in_stock in wrong:
-                        await index_store.repair_stock(
-                            conn, product_id=pid, in_stock=in_stock, available=available
+                        repaired += await index_store.repair_stock(
+                            conn, product_id=pid, in_stock=in_stock, available=available, asked_at=asked_at
                         )
                     rows = await index_store.index_rows(conn, ids)
                     rows.sort(key=lambda r: r[0].id)
-                report.stock_repaired += len(wrong)
-                metrics.reconcile_repairs_total.labels("stock").inc(len(wrong))
+                report.stock_repaired += repaired
+                metrics.reconcile_repairs_total.labels("stock").inc(repaired)
         states = await index.fetch_states(ids)
         repair = []
         for row in rows:

@@ -360,3 +360,48 @@ async def test_reconcile_repairs_missing_stale_and_extra_documents(mesh, world, 
     repaired = indexed_doc(alias, altered.product_id)
     assert repaired["in_stock"] == doc["in_stock"] and repaired["title"] != "tampered"
     assert indexed_doc(alias, 987654321) is None
+
+
+async def test_reconcile_repairs_in_stock_from_inventory_but_never_over_a_newer_event(
+    mesh, world, index_and_pool
+):
+    """Reconcile checks catalog's in_stock against inventory's answer. A stock event applied after that
+    answer is newer than it: the repair used to overwrite it (in_stock wrong until the next flip or
+    reconcile, 10 min later); it now leaves it, and still repairs a row no event touched since."""
+    from catalog_svc import index_store
+
+    index, pool, _settings = index_and_pool
+    item = next(i for i in world.items if i.in_stock)
+
+    def in_stock_now() -> tuple[bool, int]:
+        (row,) = catalog_sql(
+            mesh.database_url,
+            "SELECT in_stock, version FROM catalog.stock_status WHERE product_id = %s",
+            (item.product_id,),
+        )
+        return row
+
+    async def answer_then_a_restock_event(ids):
+        answer = {item.product_id: (0, False)}  # inventory says sold out...
+        async with pool.connection() as conn:  # ...then the indexer applies a newer restock event
+            await index_store.apply_stock_level(
+                conn, product_id=item.product_id, in_stock=True, available=7, version=in_stock_now()[1] + 1
+            )
+        return answer
+
+    async def sold_out(ids):
+        return {item.product_id: (0, False)}
+
+    async def restocked(ids):
+        return {item.product_id: (7, True)}
+
+    raced = await jobs.reconcile(pool, index, availability=answer_then_a_restock_event)
+    assert raced.stock_repaired == 0 and in_stock_now()[0] is True
+
+    repaired = await jobs.reconcile(pool, index, availability=sold_out)
+    assert repaired.stock_repaired == 1 and in_stock_now()[0] is False
+    await index.refresh()
+    assert indexed_doc(alias_of(mesh), item.product_id)["in_stock"] is False
+
+    back = await jobs.reconcile(pool, index, availability=restocked)  # as the world had it
+    assert back.stock_repaired == 1 and in_stock_now()[0] is True
