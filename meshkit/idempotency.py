@@ -212,7 +212,9 @@ class IdempotencyStore:
                     continue
                 entry = _decode(raw)
                 if entry is None:
-                    await self._client.delete(name)  # unreadable leftover: drop it, try again
+                    # unreadable leftover: drop it, try again. Only that value: a plain DEL also
+                    # removed the lease another request set after our GET, and both went on
+                    await self._delete_script(keys=[name], args=[raw])
                     continue
                 if entry.get("h") != request_hash:
                     raise KeyReused(key)

@@ -82,3 +82,33 @@ async def test_valkey_unreachable_degrades_to_a_no_op_lease():
         assert isinstance(await store.begin("u", "k", "h"), Lease)
     finally:
         await client.aclose()
+
+
+async def test_dropping_an_unreadable_leftover_never_drops_the_lease_that_replaced_it(valkey_client):
+    store = _store(valkey_client)
+    name = store.key_name("u", "leftover")
+    await valkey_client.set(name, b"not json from an older format")
+    assert isinstance(await store.begin("u", "leftover", "h"), Lease)  # dropped, then leased
+
+    await valkey_client.set(name, b"not json either")
+    real_get = valkey_client.get
+
+    async def get_then_another_request_wins(key):
+        raw = await real_get(key)
+        # another request read the same leftover, dropped it and took the key meanwhile
+        await valkey_client.delete(key)
+        assert isinstance(await _store_like(store).begin("u", "leftover", "h"), Lease)
+        return raw
+
+    valkey_client.get = get_then_another_request_wins
+    try:
+        with pytest.raises(KeyInProgress):  # it used to delete the other's lease and take the key too
+            await store.begin("u", "leftover", "h")
+    finally:
+        valkey_client.get = real_get
+    await valkey_client.delete(name)
+
+
+def _store_like(store: IdempotencyStore) -> IdempotencyStore:
+    """Another process's store on the same namespace."""
+    return IdempotencyStore(store._client, namespace=store._namespace, service="tests", lease_seconds=5)
