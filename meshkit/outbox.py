@@ -114,6 +114,20 @@ def advisory_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
 
 
+# A lease's session on a connection that went half-open (a peer vanished without a FIN) must not
+# stall leadership: the holder steps down when its ping does not answer in time, and both ends probe
+# the idle socket, so the server drops the session (and its lock) within ~25 s instead of the
+# kernel's default of two hours, and another instance can take over.
+LEASE_PING_TIMEOUT_SECONDS = 5.0
+LEASE_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "options": "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
+}
+
+
 class LeaderLease:
     """Leadership by a session-level advisory lock held on a dedicated connection.
 
@@ -133,7 +147,7 @@ class LeaderLease:
         try:
             if self._conn is None or self._conn.closed:
                 self._conn = await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True, connect_timeout=3
+                    self._url, autocommit=True, connect_timeout=3, **LEASE_KEEPALIVES
                 )
             cur = await self._conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,))
             row = await cur.fetchone()
@@ -155,8 +169,9 @@ class LeaderLease:
         if within and time.monotonic() - self._confirmed < within:
             return True
         try:
-            await self._conn.execute("SELECT 1")
-        except psycopg.Error:
+            async with asyncio.timeout(LEASE_PING_TIMEOUT_SECONDS):
+                await self._conn.execute("SELECT 1")
+        except (psycopg.Error, TimeoutError):
             await self.release()
             return False
         self._confirmed = time.monotonic()

@@ -3,9 +3,13 @@ the holder is told it leads (the outbox relay, recovery, archival and catalog jo
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import time
 import uuid
 
-from meshkit.outbox import LeaderLease
+from meshkit.outbox import LEASE_PING_TIMEOUT_SECONDS, LeaderLease
 
 
 async def test_only_the_lock_holder_leads_and_a_follower_takes_over_when_it_lets_go(test_database):
@@ -27,3 +31,32 @@ async def test_only_the_lock_holder_leads_and_a_follower_takes_over_when_it_lets
     finally:
         await first.release()
         await second.release()
+
+
+async def test_a_leader_whose_session_stops_answering_steps_down(test_database):
+    """The lock's backend stops answering (as over a half-open connection): the ping gives up after
+    LEASE_PING_TIMEOUT_SECONDS instead of blocking the relay for as long as the kernel keeps trying,
+    and the session carries server-side keepalives so the server drops it (and the lock) too."""
+    name = f"leader-test:{uuid.uuid4()}"
+    lease, follower = LeaderLease(test_database, name), LeaderLease(test_database, name)
+    try:
+        assert await lease.acquire()
+        conn = lease._conn
+        assert (await (await conn.execute("SHOW tcp_keepalives_idle")).fetchone())[0] == "10"
+        backend = (await (await conn.execute("SELECT pg_backend_pid()")).fetchone())[0]
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            # wait_for: without its own timeout the ping would block here for good (fail, not hang)
+            assert not await asyncio.wait_for(lease.still_held(), 30)
+            # the ping's timeout, then psycopg's own try to cancel the query (up to 5 s): bounded
+            assert time.monotonic() - started < LEASE_PING_TIMEOUT_SECONDS + 5 + 8
+        finally:
+            os.kill(backend, signal.SIGCONT)  # it finds its client gone and ends, freeing the lock
+        deadline = time.monotonic() + 10
+        while not await follower.acquire():
+            assert time.monotonic() < deadline, "the stalled leader's lock was never freed"
+            await asyncio.sleep(0.2)
+    finally:
+        await lease.release()
+        await follower.release()
