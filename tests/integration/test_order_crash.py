@@ -179,18 +179,24 @@ async def _cancel_dies_after_restocking(mesh, user: str, order_id: str) -> None:
     await start_order_mesh(mesh)
 
 
-async def test_a_retry_ends_a_checkout_whose_cancel_died_after_restocking(mesh):
-    """A cancel of a checkout left before step 2 restocks (fencing the order's commit), then dies
-    before its final move. A retry of the key used to answer ABORTED, leaving the order PENDING and
-    putting recovery off with every retry; it ends the order as abandoned instead."""
+async def _cancel_dies_after_a_crash(mesh, failpoint: str) -> tuple[str, str, int, str]:
+    """A checkout of 2 units killed at `failpoint`, then a cancel of its order killed after its
+    restock: (user, key, product, order id)."""
     user, key = user_id(), new_key()
     await start_order_mesh(mesh)
     product = await new_product(mesh, stock=5)
     await add(mesh, user, product, 2)
-    await _crash_during_checkout(mesh, "after_order_created", user, key)
+    await _crash_during_checkout(mesh, failpoint, user, key)
     order_id = await _single_order_id(mesh, user, key)
-
     await _cancel_dies_after_restocking(mesh, user, order_id)
+    return user, key, product, order_id
+
+
+async def test_a_retry_ends_a_checkout_whose_cancel_died_after_restocking(mesh):
+    """A cancel of a checkout left before step 2 restocks (fencing the order's commit), then dies
+    before its final move. A retry of the key used to answer ABORTED, leaving the order PENDING and
+    putting recovery off with every retry; it ends the order as abandoned instead."""
+    user, key, product, order_id = await _cancel_dies_after_a_crash(mesh, "after_order_created")
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _retry(mesh, user, key)
@@ -244,13 +250,7 @@ async def test_recovery_compensates_a_checkout_that_crashed_before_payment(mesh)
 async def test_recovery_records_the_refund_of_a_cancel_that_died_after_refunding(mesh):
     """The cancel found the crashed checkout's capture, refunded it, restocked and died before its
     final move: recovery ends the order FAILED with the payment REFUNDED (it wrote FAILED: no payment)."""
-    user, key = user_id(), new_key()
-    await start_order_mesh(mesh)
-    product = await new_product(mesh, stock=5)
-    await add(mesh, user, product, 2)
-    await _crash_during_checkout(mesh, "after_payment", user, key)
-    order_id = await _single_order_id(mesh, user, key)
-    await _cancel_dies_after_restocking(mesh, user, order_id)
+    _, _, product, order_id = await _cancel_dies_after_a_crash(mesh, "after_payment")
 
     await _recover_until(mesh, order_id, "compensated_order_ids")
 
