@@ -169,19 +169,7 @@ class CatalogService:
             merged = validate_draft(merge_update(store.draft_of(current), incoming, fields))
             if merged.seller_id != current.seller_id or merged.category_id != current.category_id:
                 await self._check_references(conn, merged)
-            slug = current.slug
-            if "slug" in fields:
-                slug = merged.slug or first_free_slug(
-                    slugify(merged.title),
-                    [s for s in await store.slugs_taken(conn, slugify(merged.title)) if s != current.slug],
-                )
-            try:
-                async with conn.transaction():
-                    await store.update_product(conn, product_id, merged, slug=slug)
-            except psycopg.errors.UniqueViolation as exc:
-                if exc.diag.constraint_name == SLUG_CONSTRAINT:
-                    raise SlugTaken(slug) from exc
-                raise
+            await self._update(conn, product_id, merged, current_slug=current.slug, new_slug="slug" in fields)
             product = (await store.get_products(conn, [product_id]))[product_id]
             await _audit_product(conn, "product.update", current, product)
             await events.product_changed(conn, topic=self._topic, product=product)
@@ -209,6 +197,34 @@ class CatalogService:
             raise InvalidArgument("product.seller_id", f"unknown seller {draft.seller_id}")
         if draft.category_id is not None and not await store.category_exists(conn, draft.category_id):
             raise CategoryNotFound("product.category_id", draft.category_id)
+
+    async def _update(
+        self,
+        conn: AsyncConnection,
+        product_id: int,
+        draft: ProductDraft,
+        *,
+        current_slug: str,
+        new_slug: bool,
+    ) -> None:
+        """Update the row; `new_slug`: the slug is in the mask, the given one or (empty) the title's
+        with the lowest free suffix, retried like _insert when a concurrent write takes that one."""
+        base = slugify(draft.title)
+        for _ in range(SLUG_ATTEMPTS if new_slug and not draft.slug else 1):
+            slug = current_slug
+            if new_slug:
+                taken = [s for s in await store.slugs_taken(conn, base) if s != current_slug]
+                slug = draft.slug or first_free_slug(base, taken)
+            try:
+                async with conn.transaction():  # savepoint: a lost slug race retries, not aborts
+                    await store.update_product(conn, product_id, draft, slug=slug)
+                return
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != SLUG_CONSTRAINT:
+                    raise
+                if not new_slug or draft.slug:
+                    raise SlugTaken(slug) from exc
+        raise SlugTaken(base)
 
     async def _insert(self, conn: AsyncConnection, draft: ProductDraft, rid: uuid.UUID | None) -> int | None:
         """Insert with a unique slug: the given one, or the title's with the lowest free suffix."""

@@ -121,6 +121,31 @@ async def test_slugs_are_unique_even_under_concurrent_creates(mesh, refs):
     assert reason_of(error) == "SLUG_ALREADY_EXISTS"
 
 
+async def test_slugs_stay_unique_under_concurrent_updates_that_derive_them(mesh, refs):
+    """An update with `slug` in the mask and no slug derives one from the title, like a create: when
+    a concurrent write takes the derived slug it tries the next one (it answered ALREADY_EXISTS)."""
+    admin = admin_stub(mesh)
+    title = f"Renamed Lamp {secrets.token_hex(3)}"
+    created = [
+        (await admin.CreateProduct(pb.CreateProductRequest(product=new_product(refs, f"Lamp {n}")))).product
+        for n in range(6)
+    ]
+    replies = await asyncio.gather(
+        *(
+            admin.UpdateProduct(
+                pb.UpdateProductRequest(
+                    product_id=p.id,
+                    product=pb.Product(title=title),
+                    update_mask=field_mask_pb2.FieldMask(paths=["title", "slug"]),
+                )
+            )
+            for p in created
+        )
+    )
+    base = title.lower().replace(" ", "-")
+    assert sorted(r.product.slug for r in replies) == sorted([base, *(f"{base}-{n}" for n in range(2, 7))])
+
+
 async def test_create_with_a_request_id_is_applied_once(mesh, refs):
     admin = admin_stub(mesh)
     request = pb.CreateProductRequest(
