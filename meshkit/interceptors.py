@@ -113,8 +113,16 @@ class MeshServerInterceptor(grpc.aio.ServerInterceptor):
         return guarded
 
     def _guard(self, method: str, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
-        if handler is None or handler.unary_unary is None or method.startswith(UNGUARDED_PREFIXES):
+        if handler is None or method.startswith(UNGUARDED_PREFIXES):
             return handler
+        if handler.unary_unary is None:
+            # only unary calls get the token and access checks below: a streaming method would be
+            # served unauthenticated, so none is served (UNIMPLEMENTED) until the guard covers it
+            log.error(
+                "streaming method refused: the interceptor guards unary methods only",
+                extra={"method": method},
+            )
+            return None
         _, service, name = method.split("/")
         inner = handler.unary_unary
         stats = _MethodStats(service, name)

@@ -52,3 +52,28 @@ async def test_the_caller_learns_the_kind_of_failure_not_its_text(error, code, d
         await server.stop(None)
     assert (caught.value.code(), caught.value.details()) == (code, details)
     assert "10.1.2.3" not in str(caught.value.debug_error_string())
+
+
+async def test_a_streaming_method_is_not_served_past_the_guard() -> None:
+    """The token and access checks wrap unary methods; a streaming one would have been served to
+    anyone, so the interceptor refuses it (UNIMPLEMENTED) even with no token at all."""
+
+    async def watch(request: bytes, context):
+        yield b"secret"
+
+    handler = grpc.method_handlers_generic_handler(
+        "test.v1.Leaky", {"Watch": grpc.unary_stream_rpc_method_handler(watch)}
+    )
+    server = grpc.aio.server(interceptors=[MeshServerInterceptor(internal_token_secret=SECRET)])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_stream("/test.v1.Leaky/Watch")(b"", timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in call:
+                    pass
+    finally:
+        await server.stop(None)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
