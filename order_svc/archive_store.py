@@ -17,6 +17,7 @@ WITH picked AS (
     SELECT id FROM orders
      WHERE archived_at IS NULL AND created_at < %(cutoff)s
        AND status IN ('delivered', 'cancelled', 'refunded')
+       AND transition_to IS NULL  -- a refund half-done would end after its archive was written
      ORDER BY created_at, id
      LIMIT %(limit)s
      FOR UPDATE SKIP LOCKED

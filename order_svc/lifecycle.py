@@ -156,11 +156,11 @@ class OrderLifecycle:
             )
             found = await store.get_order(conn, order.id)
         assert found is not None
-        current = found[1]
+        row, current = found
         if not started:
             if current.status == target == OrderStatus.CANCELLED:
                 return current  # a concurrent cancel finished first: cancelling twice is harmless
-            raise InvalidTransition(order.id, current.status, target)
+            raise InvalidTransition(order.id, current.status, target, archived=row["archived_at"] is not None)
         return await self.finish_transition(current)
 
     async def _cancel_pending(self, order: Order) -> Order | None:

@@ -67,9 +67,12 @@ ARCHIVABLE = (OrderStatus.DELIVERED, OrderStatus.CANCELLED, OrderStatus.REFUNDED
 class InvalidTransition(FailedPrecondition):
     reason = "INVALID_ORDER_TRANSITION"
 
-    def __init__(self, order_id: uuid.UUID, current: OrderStatus, target: OrderStatus) -> None:
+    def __init__(
+        self, order_id: uuid.UUID, current: OrderStatus, target: OrderStatus, *, archived: bool = False
+    ) -> None:
+        why = " (it is archived: its record is final)" if archived else ""
         super().__init__(
-            f"order {order_id} cannot go from {current.value} to {target.value}",
+            f"order {order_id} cannot go from {current.value} to {target.value}{why}",
             metadata={"order_id": order_id, "from_status": current.wire_name, "to_status": target.wire_name},
         )
 

@@ -247,10 +247,12 @@ async def begin_transition(
     target: OrderStatus,
     reason: str,
 ) -> bool:
-    """Record an intended cancel/refund (its remote effects follow); blocks ship/deliver meanwhile."""
+    """Record an intended cancel/refund (its remote effects follow); blocks ship/deliver meanwhile.
+    Never on an archived order: its archive (and cold-tier file) would keep the status before."""
     cur = await conn.execute(
         "UPDATE orders SET transition_to = %s, transition_reason = %s, updated_at = now()"
-        " WHERE id = %s AND status = ANY(%s) AND (transition_to IS NULL OR transition_to = %s) RETURNING 1",
+        " WHERE id = %s AND status = ANY(%s) AND (transition_to IS NULL OR transition_to = %s)"
+        " AND archived_at IS NULL RETURNING 1",
         (target.value, reason or None, order_id, [s.value for s in expected], target.value),
     )
     return await cur.fetchone() is not None

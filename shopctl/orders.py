@@ -86,8 +86,8 @@ def recover(
 @app.command("archive")
 def archive(
     now: str = typer.Option("", help="The clock (ISO 8601); default: the current time."),
-    batch_size: int = typer.Option(archival.BATCH_SIZE, help="Orders per transaction."),
-    max_batches: int = typer.Option(0, help="Stop after this many batches (0: until done)."),
+    batch_size: int = typer.Option(archival.BATCH_SIZE, min=1, max=100_000, help="Orders per transaction."),
+    max_batches: int = typer.Option(0, min=0, help="Stop after this many batches (0: until done)."),
 ) -> None:
     """Archive delivered/cancelled/refunded orders older than 2 years and anonymize the live rows."""
     settings, moment = load(), _now(now)

@@ -173,6 +173,46 @@ async def test_archive_export_and_purge_move_exactly_the_right_orders(mesh, tmp_
         await pool.close()
 
 
+async def test_an_archived_order_stays_as_archived_and_a_half_done_refund_is_not_archived(mesh):
+    """The archive (and the cold-tier file) is the order's final record: refunding an archived
+    delivered order would leave it saying delivered/captured for good, and so would archiving an
+    order whose refund was recorded but not finished (transition_to set)."""
+    await start_order_mesh(mesh)
+    product = await new_product(mesh, stock=10)
+    archived = await _order(mesh, product, "delivered", "2001-05-01T10:00:00")
+    refunding = await _order(mesh, product, "delivered", "2001-05-02T10:00:00")
+    sql(  # a refund recorded, its refund and restock still to come (recovery finishes it)
+        mesh.database_url,
+        "UPDATE orders.orders SET transition_to = 'refunded', transition_reason = 'test' WHERE id = %s",
+        refunding,
+    )
+    pool = await open_pool(mesh.database_url, schema="orders", min_size=1, max_size=2)
+    try:
+        await archival.archive_orders(pool, now=_at("2005-06-01T00:00:00"))
+    finally:
+        await pool.close()
+    assert _archived_ids(mesh, [archived, refunding]) == {archived}
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin_orders(mesh).RefundOrder(S.RefundOrderRequest(order_id=archived))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "archived" in caught.value.details()
+    assert _live(mesh, archived)[0] == "delivered"
+    payment = sql(mesh.database_url, "SELECT payment_status FROM orders.orders WHERE id = %s", archived)
+    assert payment == [("captured",)]
+
+
+def test_the_archive_command_refuses_a_batch_size_that_would_never_end(mesh):
+    for size in ("0", "-5"):
+        result = subprocess.run(
+            [sys.executable, "-m", "shopctl", "orders", "archive", "--batch-size", size],
+            env={**os.environ, **mesh.env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2 and "batch-size" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize(("now", "cutoff"), [("2024-02-29T12:00:00", "2022-02-28T12:00:00")])
 def test_two_years_before_a_leap_day_is_the_28th(now, cutoff):
     assert archival.years_before(_at(now), 2) == _at(cutoff)
