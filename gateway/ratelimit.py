@@ -82,6 +82,11 @@ class RateLimiter:
         self._client = client
         self._buckets = buckets
         self._default = default_bucket
+        # each class's counters exported at 0 from the start: a series born at its first count hides
+        # that jump from increase(), and GatewayRateLimiterFailOpen missed a short Valkey outage
+        for rate_class in (*buckets, "default"):
+            metrics.rate_limit_fail_open_total.labels(rate_class)
+            metrics.rate_limited_total.labels(rate_class)
         self._retry_down = retry_down_seconds
         self._prefix = key_prefix
         self._sha: str | None = None

@@ -11,6 +11,10 @@ orders_total = Counter(
     "Checkout outcomes: success (order paid), failed (order failed), duplicate (replayed for a key).",
     ["status"],
 )
+# every status exported from the start at 0: a series born at its first count hides that first jump
+# from increase()/rate(), so HighCheckoutFailureRate missed the first failures after a restart
+for _status in ("success", "failed", "duplicate"):
+    orders_total.labels(_status)
 order_value_dollars = Histogram(
     "order_value_dollars", "Total of paid orders, in dollars.", buckets=ORDER_VALUE_BUCKETS
 )

@@ -396,7 +396,8 @@ class OrderSaga:
             await store.set_outcome(conn, order.id, outcome)
             await events.status_changed(conn, topic=self._topic, order=ended, from_status=OrderStatus.PENDING)
         await self._cache.invalidate(order.user_id)
-        metrics.orders_total.labels("failed").inc()
+        if target == OrderStatus.FAILED:  # a cancelled checkout is the user's choice, not a failure
+            metrics.orders_total.labels("failed").inc()
         log_event(log, "order_failed", order_id=str(order.id), reason=error.reason, status=target.value)
         return outcome
 

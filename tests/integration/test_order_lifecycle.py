@@ -33,6 +33,7 @@ from tests.integration.order_helpers import (
     stock_of,
     user_id,
 )
+from tests.observability.scrape import scrape
 
 S = order_pb2
 
@@ -192,10 +193,14 @@ async def test_cancelling_a_checkout_left_pending_gives_the_stock_back(mesh):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await orders(mesh, user).Checkout(checkout_request(key, "tok_timeout"))
     order_id = metadata_of(caught.value)["order_id"]
+    failed_before = (await scrape(mesh.metrics_url("order_svc"))).get("orders_total", status="failed")
 
     cancelled = (await orders(mesh, user).CancelOrder(S.CancelOrderRequest(order_id=order_id))).order
 
     assert cancelled.status == S.ORDER_STATUS_CANCELLED
+    # the user's cancel is no checkout failure (it raised HighCheckoutFailureRate); 0 from the start
+    assert (await scrape(mesh.metrics_url("order_svc"))).get("orders_total", status="failed") == failed_before
+    assert failed_before is not None
     stock = await stock_of(mesh, product)
     assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
     await _fails(
