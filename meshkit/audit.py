@@ -182,19 +182,25 @@ class ChainProblem:
 
 
 async def verify(conn: AsyncConnection) -> list[ChainProblem]:
-    """Recompute every chain (archive + live) and compare with its anchored head."""
+    """Recompute every chain (archive + live) and compare with its anchored head.
+
+    Heads and records are read in one REPEATABLE READ snapshot (`conn` outside a transaction): read
+    one after the other, a write or a retention purge between the two reads was reported as deleted
+    or missing records on a live system."""
     problems: list[ChainProblem] = []
-    cur = await conn.execute(
-        "SELECT resource, seq, hash, base_seq, base_hash FROM audit_chain_heads ORDER BY resource"
-    )
-    heads = {row["resource"]: row for row in await cur.fetchall()}
-    cur = await conn.execute(
-        "SELECT id, occurred_at, service, actor, actor_roles, action, resource, request_id, trace_id, changes,"
-        " chain_seq, prev_hash, hash FROM ("
-        "  SELECT * FROM audit_log_archive UNION ALL SELECT * FROM audit_log) AS everything"
-        " ORDER BY resource, chain_seq"
-    )
-    rows = await cur.fetchall()
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cur = await conn.execute(
+            "SELECT resource, seq, hash, base_seq, base_hash FROM audit_chain_heads ORDER BY resource"
+        )
+        heads = {row["resource"]: row for row in await cur.fetchall()}
+        cur = await conn.execute(
+            "SELECT id, occurred_at, service, actor, actor_roles, action, resource, request_id, trace_id,"
+            " changes, chain_seq, prev_hash, hash FROM ("
+            "  SELECT * FROM audit_log_archive UNION ALL SELECT * FROM audit_log) AS everything"
+            " ORDER BY resource, chain_seq"
+        )
+        rows = await cur.fetchall()
     by_resource: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_resource.setdefault(row["resource"], []).append(row)
