@@ -28,6 +28,7 @@ from opentelemetry import trace
 from psycopg_pool import AsyncConnectionPool
 
 from meshkit import metrics
+from meshkit.context import request_id_var
 from meshkit.tracing import extract_context
 
 log = logging.getLogger("meshkit.consumer")
@@ -46,14 +47,23 @@ Selector = Callable[[ConsumerRecord], bool]
 IDLE_WAIT_MS = 5000
 
 
-def event_id_of(record: ConsumerRecord) -> uuid.UUID | None:
+def header_of(record: ConsumerRecord, name: str) -> str:
+    """A record header's text ("" when absent or not UTF-8)."""
     for key, value in record.headers or []:
-        if key == "event-id" and value:
+        if key == name and value:
             try:
-                return uuid.UUID(value.decode())
-            except ValueError:
-                return None
-    return None
+                return value.decode()
+            except UnicodeDecodeError:
+                return ""
+    return ""
+
+
+def event_id_of(record: ConsumerRecord) -> uuid.UUID | None:
+    text = header_of(record, "event-id")
+    try:
+        return uuid.UUID(text) if text else None
+    except ValueError:
+        return None
 
 
 class DedupConsumer:
@@ -157,6 +167,8 @@ class DedupConsumer:
 
     async def _apply(self, conn: psycopg.AsyncConnection, record: ConsumerRecord) -> None:
         token = otel_context.attach(extract_context(record.headers))
+        # the producing request's id (outbox header `request-id`) in this event's log lines
+        request_id = request_id_var.set(header_of(record, "request-id"))
         try:
             with self._tracer.start_as_current_span(
                 f"consume {record.topic}",
@@ -169,6 +181,7 @@ class DedupConsumer:
             ):
                 await self._handler(conn, record)
         finally:
+            request_id_var.reset(request_id)
             otel_context.detach(token)
 
     def _commit_and_report_lag(self) -> None:

@@ -16,6 +16,7 @@ from kafka import KafkaProducer
 from psycopg import sql
 
 from meshkit.consumer import DedupConsumer
+from meshkit.context import request_id_var
 from meshkit.db import open_pool
 from meshkit.kafka import ensure_topics
 
@@ -154,3 +155,47 @@ async def test_a_failing_handler_rolls_back_its_batch_and_a_restart_applies_it_e
     assert after == [f"v{i}" for i in range(6)]
     [(recorded,)] = await _rows(schema_pool, "SELECT count(*) FROM processed_events")
     assert recorded == 6
+
+
+async def test_a_handler_runs_with_the_producing_requests_id(schema_pool, infra_endpoints, unique_name, mesh):
+    """Log lines of a consumed event carry the request id of the request that wrote it (the outbox
+    header `request-id`), as every log line of a request does; one without the header carries none."""
+    bootstrap = infra_endpoints.kafka_bootstrap
+    topic = unique_name(f"consumer-request-id-{mesh.suffix}")
+    await asyncio.to_thread(ensure_topics, bootstrap, [topic], partitions=1)
+    with_id, without = uuid.uuid4(), uuid.uuid4()
+
+    def produce() -> None:
+        producer = KafkaProducer(bootstrap_servers=bootstrap.split(","))
+        try:
+            producer.send(
+                topic,
+                key=b"k",
+                value=b"with",
+                headers=[("event-id", str(with_id).encode()), ("request-id", b"req-0123456789abcdef")],
+            )
+            producer.send(topic, key=b"k", value=b"without", headers=[("event-id", str(without).encode())])
+            producer.flush(timeout=10)
+        finally:
+            producer.close()
+
+    await asyncio.to_thread(produce)
+    seen: dict[bytes, str] = {}
+
+    async def handler(conn, record):
+        seen[record.value] = request_id_var.get()
+
+    consumer = DedupConsumer(
+        bootstrap=bootstrap,
+        topics=[topic],
+        group_id=unique_name(f"group-{mesh.suffix}"),
+        pool=schema_pool,
+        handler=handler,
+    )
+    async with _running(consumer):
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(seen) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "consumer did not catch up"
+            await asyncio.sleep(0.2)
+    assert seen == {b"with": "req-0123456789abcdef", b"without": ""}
+    assert request_id_var.get() == ""  # reset after each event
