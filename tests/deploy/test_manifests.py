@@ -311,6 +311,30 @@ def test_the_gateway_believes_the_ingress_controllers_forwarded_for(overlay: str
     assert "203.0.113.9" not in trusted  # a public address is never a proxy of ours
 
 
+@pytest.mark.parametrize("overlay", ["dev", "prod"])
+def test_the_ingress_publishes_the_api_and_its_reference_but_not_metrics(overlay: str) -> None:
+    """Every REST path of the contract is reachable from outside; the gateway's /metrics (counts per
+    route and user-facing errors) and /healthz are not."""
+    from gateway.app import FIXED_PATHS, load_api_routes
+
+    (ingress,) = of_kind(build(overlay), "Ingress").values()
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+
+    def routed(path: str) -> bool:
+        return any(
+            path == p["path"]
+            if p["pathType"] == "Exact"
+            else path == p["path"] or path.startswith(p["path"] + "/")
+            for p in paths
+        )
+
+    for route in load_api_routes():
+        assert routed(route.path.template.split("{")[0].rstrip("/") or "/"), route.path.template
+    assert routed("/openapi.json") and routed("/docs") and routed("/docs/static/swagger-ui.css")
+    for internal in set(FIXED_PATHS) - {"/openapi.json", "/docs"}:
+        assert not routed(internal), internal
+
+
 @pytest.mark.parametrize(("overlay", "shards", "replicas"), [("dev", "1", "0"), ("prod", "5", "1")])
 def test_catalog_creates_the_index_shape_of_its_environment(overlay: str, shards: str, replicas: str) -> None:
     catalog = of_kind(build(overlay), "Deployment")["catalog"]["spec"]["template"]["spec"]["containers"][0]
