@@ -153,6 +153,7 @@ class LeaderLease:
             row = await cur.fetchone()
             held = bool(row and row[0])
         except psycopg.Error:
+            self._held = False
             await self.release()
             return False
         self._held = held  # a refused try keeps the connection for the next one, but leads nothing
@@ -172,6 +173,7 @@ class LeaderLease:
             async with asyncio.timeout(LEASE_PING_TIMEOUT_SECONDS):
                 await self._conn.execute("SELECT 1")
         except (psycopg.Error, TimeoutError):
+            self._held = False  # the session is gone or stuck: close it without asking it to unlock
             await self.release()
             return False
         self._confirmed = time.monotonic()
@@ -183,6 +185,12 @@ class LeaderLease:
 
     async def release(self) -> None:
         if self._conn is not None:
+            # unlock first: closing alone frees the lock only once the server has ended the session,
+            # a moment after close() returns, and a follower's try in that moment is refused
+            if self._held and not self._conn.closed:
+                with contextlib.suppress(psycopg.Error, TimeoutError):
+                    async with asyncio.timeout(LEASE_PING_TIMEOUT_SECONDS):
+                        await self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
             try:
                 await self._conn.close()
             except psycopg.Error:
