@@ -96,12 +96,13 @@ async def test_a_cancelled_flush_fails_its_callers_instead_of_stranding_them():
 async def test_isolation_skips_callers_that_gave_up():
     """A failed batch is retried request by request only for callers still waiting: reserving for one
     that timed out would hold stock nobody learns of until its TTL."""
-    flush = RecordingFlush(delay=0.05, fail_on=3)
+    flush = RecordingFlush(delay=0.2, fail_on=3)
     batcher = KeyedBatcher(flush, window=0.001)
     first = asyncio.ensure_future(batcher.submit("sku", 0))  # in flight while the others queue
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)
     waiting = [asyncio.ensure_future(batcher.submit("sku", i)) for i in (1, 2, 3, 4)]
-    await asyncio.sleep(0.07)  # the first batch took 50 ms; [1, 2, 3, 4] is in the database now
+    while len(flush.batches) < 2:  # [1, 2, 3, 4] has gone to the "database" (200 ms there)
+        await asyncio.sleep(0.005)
     assert flush.batches == [[0], [1, 2, 3, 4]]
     waiting[1].cancel()  # the caller of 2 gives up
     results = await asyncio.gather(first, *waiting, return_exceptions=True)
