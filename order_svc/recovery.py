@@ -34,7 +34,7 @@ from meshkit.outbox import LeaderLease
 from order_svc import cart_store, metrics, store
 from order_svc.config import OrderSettings
 from order_svc.lifecycle import OrderLifecycle
-from order_svc.model import CheckoutAbandoned, OrderStatus, PaymentDeclined, PaymentStatus
+from order_svc.model import OrderStatus, PaymentDeclined, PaymentStatus
 from order_svc.saga import OrderSaga, Restocked, Superseded, payment_key
 
 log = logging.getLogger("order_svc.recovery")
@@ -161,7 +161,7 @@ class RecoveryJob:
                 try:
                     shortage = await self._saga.hold_and_commit(order)
                 except Restocked:  # a compensation restocked it and died before its final move
-                    await self._remember(row, await self._saga.abandon_restocked(order))
+                    await self._remember(row, await self._saga.abandon(order, charge))
                     return "compensated"
                 if shortage is not None:
                     await self._saga.payments.refund(payment_key(order.id))
@@ -184,14 +184,8 @@ class RecoveryJob:
                 payment_status=PaymentStatus.DECLINED,
                 decline_code=charge.decline_code,
             )
-        else:
-            if charge is not None and charge.status == "refunded":
-                payment = PaymentStatus.REFUNDED  # a cancel refunded it and died before its final move
-            else:
-                payment = PaymentStatus.FAILED if order.payment_attempted else None
-            outcome = await self._saga.fail(
-                order, CheckoutAbandoned(order.id, OrderStatus.FAILED), restock=True, payment_status=payment
-            )
+        else:  # nothing captured (or a cancel's refund already done): nobody can finish it
+            outcome = await self._saga.abandon(order, charge)
         await self._remember(row, outcome)
         return "compensated"
 

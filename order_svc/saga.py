@@ -140,21 +140,25 @@ class OrderSaga:
         """End a PENDING order whose stock a compensation gave back before its driver died (a cancel,
         or a failed checkout, killed between the restock and its final move). Only the final move is
         missing: the order cannot go on (inventory fences its commit), and answering ABORTED left it
-        PENDING, each retry of the key putting recovery off again. The key is closed first, and a
-        capture made before the restock is refunded (what the compensation was doing)."""
-        charge = await self.payments.void(payment_key(order.id))
-        if charge is not None and charge.status == "captured":
-            charge = await self.payments.refund(payment_key(order.id))
-        refunded = charge is not None and charge.status == "refunded"
+        PENDING, each retry of the key putting recovery off again."""
         try:
-            return await self.fail(
-                order,
-                CheckoutAbandoned(order.id, OrderStatus.FAILED),
-                restock=True,
-                payment_status=PaymentStatus.REFUNDED if refunded else None,
-            )
+            return await self.abandon(order, await self.payments.void(payment_key(order.id)))
         except Superseded:
             return await self.final_outcome(order.id)
+
+    async def abandon(self, order: Order, charge: Charge | None) -> bytes:
+        """End a PENDING order nobody can take further as FAILED / CHECKOUT_ABANDONED, its stock back.
+        `charge`: what voiding its payment key found. A capture is refunded (a compensation was
+        doing that when it died); the payment is then REFUNDED, else FAILED if one was attempted."""
+        if charge is not None and charge.status == "captured":
+            charge = await self.payments.refund(payment_key(order.id))
+        if charge is not None and charge.status == "refunded":
+            payment = PaymentStatus.REFUNDED
+        else:
+            payment = PaymentStatus.FAILED if order.payment_attempted else None
+        return await self.fail(
+            order, CheckoutAbandoned(order.id, OrderStatus.FAILED), restock=True, payment_status=payment
+        )
 
     async def hold_and_commit(
         self, order: Order, reservations: list[dict] | None = None
