@@ -152,17 +152,10 @@ class ProductCache:
     def unsynced(self) -> frozenset[int]:
         return frozenset(self._unsynced)
 
-    async def _resync(self) -> None:
-        pending = list(self._unsynced.values())
-        if await self._write(pending):
-            for product in pending:
-                if self._unsynced.get(product.id) is product:  # not superseded meanwhile
-                    del self._unsynced[product.id]
-
     async def get_encoded(self, product_id: int) -> tuple[bytes, bool] | None:
         """The product's stored API encoding and whether it is active, or None (miss or error)."""
         if self._unsynced:
-            await self._resync()
+            await self._write_with_unsynced([])  # the missed refreshes first
             if product_id in self._unsynced:
                 self._miss.inc()
                 return None
@@ -187,7 +180,7 @@ class ProductCache:
         if not product_ids:
             return {}
         if self._unsynced:
-            await self._resync()
+            await self._write_with_unsynced([])  # the missed refreshes first
             product_ids = [pid for pid in product_ids if pid not in self._unsynced]
             if not product_ids:
                 return {}
@@ -221,24 +214,26 @@ class ProductCache:
         """Write these versions (an older one never replaces a newer). `committed`: they were just
         written to the database, so an entry Valkey keeps from before must not be served: a missed
         write is remembered and tried again (see _unsynced)."""
-        if not products:
-            return
-        if self._unsynced:
-            products = [*products, *(p for p in self._unsynced.values() if p not in products)]
-        if await self._write(products):
-            for product in products:
-                current = self._unsynced.get(product.id)
-                if current is not None and current.version <= product.version:
-                    del self._unsynced[product.id]
-        elif committed:
+        if products and not await self._write_with_unsynced(products) and committed:
             for product in products:
                 current = self._unsynced.get(product.id)
                 if current is None or current.version <= product.version:
                     self._unsynced[product.id] = product
 
+    async def _write_with_unsynced(self, products: Sequence[Product]) -> bool:
+        """Write these and every missed refresh in one pipeline; on success forget the missed ones
+        that are written now (a newer one remembered meanwhile stays)."""
+        ids = {p.id for p in products}
+        batch = [*products, *(p for p in self._unsynced.values() if p.id not in ids)]
+        if not batch or not await self._write(batch):
+            return not batch
+        for product in batch:
+            current = self._unsynced.get(product.id)
+            if current is not None and current.version <= product.version:
+                del self._unsynced[product.id]
+        return True
+
     async def _write(self, products: Sequence[Product]) -> bool:
-        if not products:
-            return True
 
         async def store() -> bool:
             pipe = self._kv.client.pipeline(transaction=False)
