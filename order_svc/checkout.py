@@ -250,7 +250,9 @@ class CheckoutService:
     ) -> bytes:
         leases.driving = (order_id, owner)  # the order row's lease is renewed while the saga runs
         try:
-            return await self._saga.advance(order_id, payment_token=payment_token, fresh=fresh)
+            return await self._saga.advance(
+                order_id, payment_token=payment_token, lease_owner=owner, fresh=fresh
+            )
         except BaseException:
             leases.driving = None
             # the order stays PENDING at its first undone step; let the next attempt resume at once

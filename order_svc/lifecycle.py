@@ -185,6 +185,7 @@ class OrderLifecycle:
                 restock=True,
                 target=OrderStatus.CANCELLED,
                 payment_status=payment,
+                lease_owner=owner,
             )
         except Superseded:
             pass

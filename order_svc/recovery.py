@@ -118,7 +118,7 @@ class RecoveryJob:
                 self._settings.idempotency_lease_seconds / 3,
                 name=f"recovery-lease:{order_id}",
             ):
-                outcome = await self._resolve(order_id)
+                outcome = await self._resolve(order_id, owner)
         except Superseded:
             return None
         except DomainError as error:  # a peer or the database is away: the next pass retries
@@ -144,7 +144,7 @@ class RecoveryJob:
 
         return renew
 
-    async def _resolve(self, order_id: uuid.UUID) -> str | None:
+    async def _resolve(self, order_id: uuid.UUID, owner: uuid.UUID) -> str | None:
         async with transaction(self._pool) as conn:
             found = await store.get_order(conn, order_id)
         if found is None:
@@ -161,18 +161,22 @@ class RecoveryJob:
                 try:
                     shortage = await self._saga.hold_and_commit(order)
                 except Restocked:  # a compensation restocked it and died before its final move
-                    await self._remember(row, await self._saga.abandon(order, charge))
+                    await self._remember(row, await self._saga.abandon(order, charge, lease_owner=owner))
                     return "compensated"
                 if shortage is not None:
                     await self._saga.payments.refund(payment_key(order.id))
                     outcome = await self._saga.fail(
-                        order, shortage, restock=True, payment_status=PaymentStatus.REFUNDED
+                        order,
+                        shortage,
+                        restock=True,
+                        payment_status=PaymentStatus.REFUNDED,
+                        lease_owner=owner,
                     )
                     await self._remember(row, outcome)
                     return "compensated"
                 async with transaction(self._pool) as conn:
                     await store.mark_stock_committed(conn, order.id)
-            outcome = await self._saga.complete(order, charge)
+            outcome = await self._saga.complete(order, charge, lease_owner=owner)
             await self._remember(row, outcome)
             return "completed"
         if charge is not None and charge.status == "declined":
@@ -183,9 +187,10 @@ class RecoveryJob:
                 restock=True,
                 payment_status=PaymentStatus.DECLINED,
                 decline_code=charge.decline_code,
+                lease_owner=owner,
             )
         else:  # nothing captured (or a cancel's refund already done): nobody can finish it
-            outcome = await self._saga.abandon(order, charge)
+            outcome = await self._saga.abandon(order, charge, lease_owner=owner)
         await self._remember(row, outcome)
         return "compensated"
 

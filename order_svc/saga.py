@@ -91,9 +91,12 @@ class OrderSaga:
         order_id: uuid.UUID,
         *,
         payment_token: str,
+        lease_owner: uuid.UUID,
         fresh: tuple[Order, list[dict]] | None = None,
     ) -> bytes:
-        """Take a PENDING order (whose lease we hold) to its final state; returns the stored outcome.
+        """Take a PENDING order (whose lease `lease_owner` holds) to its final state; returns the
+        stored outcome. The final move happens only while `lease_owner` still holds the lease: a
+        driver that stalled past it while a cancel or recovery took over changes nothing (Superseded).
 
         `fresh`: the order step 1 just created and the reservations it took, which spares reading
         them back. Raises a retryable DomainError (PAYMENT_UNAVAILABLE, DEPENDENCY_UNAVAILABLE...)
@@ -107,7 +110,7 @@ class OrderSaga:
             if not order.stock_committed:
                 shortage = await self.hold_and_commit(order, reservations)
                 if shortage is not None:
-                    return await self.fail(order, shortage, restock=True)
+                    return await self.fail(order, shortage, restock=True, lease_owner=lease_owner)
                 # recorded by step 4 (or with a payment error or a decline): a crash before then
                 # re-runs step 2, which finds the reservations committed to this order and changes
                 # nothing
@@ -128,25 +131,27 @@ class OrderSaga:
                     restock=True,
                     payment_status=PaymentStatus.DECLINED,
                     decline_code=error.metadata["decline_code"],
+                    lease_owner=lease_owner,
                 )
             self._failpoints.hit("after_payment")
-            return await self.complete(order, charge)
+            return await self.complete(order, charge, lease_owner=lease_owner)
         except Restocked:
-            return await self.abandon_restocked(order)
+            return await self.abandon_restocked(order, lease_owner=lease_owner)
         except Superseded:
             return await self.final_outcome(order_id)
 
-    async def abandon_restocked(self, order: Order) -> bytes:
+    async def abandon_restocked(self, order: Order, *, lease_owner: uuid.UUID) -> bytes:
         """End a PENDING order whose stock a compensation gave back before its driver died (a cancel,
         or a failed checkout, killed between the restock and its final move). Only the final move is
         missing: the order cannot go on (inventory fences its commit), and answering ABORTED left it
         PENDING, each retry of the key putting recovery off again."""
         try:
-            return await self.abandon(order, await self.payments.void(payment_key(order.id)))
+            charge = await self.payments.void(payment_key(order.id))
+            return await self.abandon(order, charge, lease_owner=lease_owner)
         except Superseded:
             return await self.final_outcome(order.id)
 
-    async def abandon(self, order: Order, charge: Charge | None) -> bytes:
+    async def abandon(self, order: Order, charge: Charge | None, *, lease_owner: uuid.UUID) -> bytes:
         """End a PENDING order nobody can take further as FAILED / CHECKOUT_ABANDONED, its stock back.
         `charge`: what voiding its payment key found. A capture is refunded (a compensation was
         doing that when it died); the payment is then REFUNDED, else FAILED if one was attempted."""
@@ -157,7 +162,11 @@ class OrderSaga:
         else:
             payment = PaymentStatus.FAILED if order.payment_attempted else None
         return await self.fail(
-            order, CheckoutAbandoned(order.id, OrderStatus.FAILED), restock=True, payment_status=payment
+            order,
+            CheckoutAbandoned(order.id, OrderStatus.FAILED),
+            restock=True,
+            payment_status=payment,
+            lease_owner=lease_owner,
         )
 
     async def hold_and_commit(
@@ -277,7 +286,7 @@ class OrderSaga:
 
     # --- final moves ------------------------------------------------------------------------------
 
-    async def complete(self, order: Order, charge: Charge) -> bytes:
+    async def complete(self, order: Order, charge: Charge, *, lease_owner: uuid.UUID) -> bytes:
         """Step 4: PENDING -> PAID with the capture, the cart cleared of what was bought, one event.
 
         One round trip (checkout_complete): the paid order, its outcome, event and audit records are
@@ -308,16 +317,17 @@ class OrderSaga:
                     ),
                     audit_resource=resource,
                     audit_records=records,
+                    lease_owner=lease_owner,
                 )
         except psycopg.Error as error:
             if error.sqlstate != store.CHAIN_HAS_RECORDS:
                 raise
-            return await self._complete_stepwise(order, charge)
+            return await self._complete_stepwise(order, charge, lease_owner)
         if not moved:
             raise Superseded()
         return await self._paid(order, outcome)
 
-    async def _complete_stepwise(self, order: Order, charge: Charge) -> bytes:
+    async def _complete_stepwise(self, order: Order, charge: Charge, lease_owner: uuid.UUID) -> bytes:
         async with transaction(self._pool) as conn:
             await cart_store.lock_cart(conn, order.user_id)
             row = await store.move(
@@ -329,6 +339,7 @@ class OrderSaga:
                     "payment_status": PaymentStatus.CAPTURED.value,
                     "payment_reference": charge.reference,
                 },
+                lease_owner=lease_owner,
             )
             if row is None:
                 raise Superseded()
@@ -364,8 +375,10 @@ class OrderSaga:
         target: OrderStatus = OrderStatus.FAILED,
         payment_status: PaymentStatus | None = None,
         decline_code: str | None = None,
+        lease_owner: uuid.UUID,
     ) -> bytes:
-        """Compensate and end the order (FAILED, or CANCELLED for a cancelled checkout)."""
+        """Compensate and end the order (FAILED, or CANCELLED for a cancelled checkout), while
+        `lease_owner` holds its lease."""
         restocked = 0
         if restock:
             # gives back committed units, or fences a commit still in flight: idempotent by order id
@@ -384,7 +397,12 @@ class OrderSaga:
         async with transaction(self._pool) as conn:
             await cart_store.lock_cart(conn, order.user_id)
             row = await store.move(
-                conn, order.id, expected=[OrderStatus.PENDING], target=target, changes=changes
+                conn,
+                order.id,
+                expected=[OrderStatus.PENDING],
+                target=target,
+                changes=changes,
+                lease_owner=lease_owner,
             )
             if row is None:
                 raise Superseded()

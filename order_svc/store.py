@@ -215,8 +215,10 @@ async def move(
     target: OrderStatus,
     changes: dict[str, Any] | None = None,
     require_no_transition: bool = True,
+    lease_owner: uuid.UUID | None = None,
 ) -> Row | None:
-    """Conditional status change plus column changes; bumps the event version. None if not applicable."""
+    """Conditional status change plus column changes; bumps the event version. None if not applicable.
+    `lease_owner`: only while that owner holds the order's lease (the final move of a checkout)."""
     changes = dict(changes or {})
     sets = ["status = %(target)s", "version = version + 1", "updated_at = now()"]
     params: dict[str, Any] = {"id": order_id, "expected": [s.value for s in expected], "target": target.value}
@@ -224,6 +226,9 @@ async def move(
         sets.append(f"{column} = %(c_{column})s")
         params[f"c_{column}"] = value
     guard = " AND transition_to IS NULL" if require_no_transition else ""
+    if lease_owner is not None:
+        guard += " AND lease_owner = %(lease_owner)s"
+        params["lease_owner"] = lease_owner
     cur = await conn.execute(
         f"UPDATE orders SET {', '.join(sets)} WHERE id = %(id)s AND status = ANY(%(expected)s){guard}"
         f" RETURNING {ORDER_COLUMNS}",
@@ -365,13 +370,15 @@ async def complete_checkout(
     event: OutboxEvent,
     audit_resource: str,
     audit_records: Sequence[Row],
+    lease_owner: uuid.UUID,
 ) -> bool:
-    """Step 4 in one round trip (checkout_complete). False: the order was no longer PENDING.
+    """Step 4 in one round trip (checkout_complete). False: the order was no longer PENDING, or
+    `lease_owner` no longer holds its lease (another actor took it over).
 
     Raises psycopg.Error with sqlstate CHAIN_HAS_RECORDS when the order's audit chain is not empty."""
     cur = await conn.execute(
         "SELECT checkout_complete(%s, %s, %s, %s, %s, %s, %s::BIGINT[], %s::INT[], %s, %s, %s, %s, %s, %s,"
-        " %s, %s) AS moved",
+        " %s, %s, %s) AS moved",
         (
             paid.id,
             paid.user_id,
@@ -384,6 +391,7 @@ async def complete_checkout(
             *event.row(),
             audit_resource,
             json.dumps(audit_records, default=_json_default),
+            lease_owner,
         ),
     )
     row = await cur.fetchone()

@@ -66,6 +66,9 @@ async def _cart(conn, user: str, lines: list[tuple[int, int]]) -> list[uuid.UUID
     return reservations
 
 
+DRIVER = uuid.uuid4()  # the lease owner of the orders _create makes
+
+
 async def _create(conn, user: str, key: str, lines: list[OrderLine] = LINES) -> tuple[uuid.UUID, dict]:
     order_id = uuid.uuid4()
     total = order_total(lines)
@@ -79,7 +82,7 @@ async def _create(conn, user: str, key: str, lines: list[OrderLine] = LINES) -> 
         lines=lines,
         total=total,
         provider="sandbox",
-        lease_owner=uuid.uuid4(),
+        lease_owner=DRIVER,
         lease_seconds=30.0,
         event=events.order_created_event(
             topic="order-events-test", order_id=order_id, user_id=user, lines=lines, total=total
@@ -188,7 +191,7 @@ def _paid(order_id: uuid.UUID, user: str, lines: list[OrderLine]) -> Order:
     )
 
 
-async def _complete(conn, paid: Order) -> bool:
+async def _complete(conn, paid: Order, lease_owner: uuid.UUID = DRIVER) -> bool:
     resource, records = first_status_change_records(paid, OrderStatus.PENDING, paid.updated_at)
     return await store.complete_checkout(
         conn,
@@ -199,6 +202,7 @@ async def _complete(conn, paid: Order) -> bool:
         ),
         audit_resource=resource,
         audit_records=records,
+        lease_owner=lease_owner,
     )
 
 
@@ -257,6 +261,26 @@ async def test_complete_moves_once_and_takes_the_bought_units_and_reservations_o
     assert await _cart_state(conn, user) == ([(902, 1)], 1, version + 1)
     assert await _count(conn, "SELECT count(*) AS n FROM outbox WHERE key = %s", str(order_id)) == 2
     assert await _count(conn, "SELECT count(*) AS n FROM audit_log WHERE resource = %s", resource) == 2
+
+
+async def test_complete_by_a_driver_whose_lease_was_taken_over_writes_nothing(conn):
+    user = f"fn-{uuid.uuid4().hex[:8]}"
+    await _cart(conn, user, [(901, 2), (902, 1)])
+    order_id, _ = await _create(conn, user, "key-1")
+    canceller = uuid.uuid4()
+    await conn.execute("UPDATE orders SET lease_owner = %s WHERE id = %s", (canceller, order_id))
+    before = await _cart_state(conn, user)
+
+    assert await _complete(conn, _paid(order_id, user, LINES)) is False
+
+    assert await _cart_state(conn, user) == before
+    cur = await conn.execute("SELECT status, version, lease_owner FROM orders WHERE id = %s", (order_id,))
+    assert await cur.fetchone() == {"status": "pending", "version": 1, "lease_owner": canceller}
+    assert await _count(conn, "SELECT count(*) AS n FROM outbox WHERE key = %s", str(order_id)) == 1
+    assert (
+        await _count(conn, "SELECT count(*) AS n FROM audit_log WHERE resource = %s", f"order/{order_id}")
+        == 0
+    )
 
 
 async def test_complete_when_the_audit_chain_has_a_head_raises_and_writes_nothing(conn):

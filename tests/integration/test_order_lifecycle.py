@@ -11,11 +11,15 @@ import pytest
 from shop.order.v1 import order_pb2
 
 from meshkit.context import Principal
+from meshkit.errors import Aborted
 from meshkit.settings import load_settings
+from order_svc import convert
 from order_svc.config import OrderSettings
-from order_svc.model import OrderStatus, PaymentStatus
+from order_svc.model import OrderStatus, PaymentStatus, validate_checkout
+from order_svc.payments import SandboxProvider
 from shopctl.orders import order_app
 from tests.integration.order_helpers import (
+    ADDRESS,
     ORDER_ENV,
     add,
     admin_orders,
@@ -241,3 +245,68 @@ async def test_a_cancel_that_read_pending_while_checkout_completed_cancels_the_p
     stock = await stock_of(mesh, product)
     assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
     assert reads == [OrderStatus.PAID, OrderStatus.PAID]  # read again once the lease was refused
+
+
+async def test_a_checkout_that_stalled_past_its_lease_cannot_complete_the_order_a_cancel_took_over(
+    mesh, monkeypatch
+):
+    """The checkout's driver freezes right after the capture (a GC pause, a stopped VM) until its lease
+    has run out; a cancel takes the lease over, finds the capture and refunds it. The driver waking
+    between that refund and the cancel's final move must not complete the order: it did, and the
+    cancel then found it PAID and gave up, leaving a paid order whose money was refunded."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+    settings = load_settings(OrderSettings, environ=mesh.env_for("order_svc", ORDER_ENV))
+    captured, woken = asyncio.Event(), asyncio.Event()
+    charge, refund = SandboxProvider.charge, SandboxProvider.refund
+
+    async def charge_then_freeze(provider, **call):
+        done = await charge(provider, **call)
+        captured.set()
+        await woken.wait()
+        return done
+
+    async with order_app(settings) as app:
+        request = validate_checkout(
+            user_id=user,
+            idempotency_key=new_key(),
+            shipping=convert.address_in(ADDRESS),
+            billing=None,
+            payment_token="",
+            notes="",
+        )
+        driver = asyncio.ensure_future(app.checkout.checkout(request))
+
+        async def refund_then_wake_the_driver(provider, key):
+            done = await refund(provider, key)
+            woken.set()
+            await asyncio.wait([driver], timeout=10)  # its step 4 runs before the cancel's final move
+            return done
+
+        monkeypatch.setattr(SandboxProvider, "charge", charge_then_freeze)
+        monkeypatch.setattr(SandboxProvider, "refund", refund_then_wake_the_driver)
+        await asyncio.wait_for(captured.wait(), 10)
+        [(order_id,)] = sql(mesh.database_url, "SELECT id FROM orders.orders WHERE user_id = %s", user)
+        sql(  # the frozen driver missed its renewals
+            mesh.database_url,
+            "UPDATE orders.orders SET lease_until = now() - interval '1 second' WHERE id = %s",
+            order_id,
+        )
+        cancelled = await app.lifecycle.cancel(Principal(user, ()), str(order_id), "changed my mind")
+        assert driver.done()
+        with pytest.raises(Aborted):  # superseded: the cancel's outcome is not stored yet
+            await driver
+        replay, _ = await app.checkout.checkout(request)
+
+    assert (cancelled.status, cancelled.payment_status) == (OrderStatus.CANCELLED, PaymentStatus.REFUNDED)
+    with pytest.raises(convert.ReplayedError) as replayed:  # a retry of the key: the cancel's outcome
+        convert.decode_outcome(replay)
+    assert replayed.value.reason == "CHECKOUT_ABANDONED"
+    stored = (await orders(mesh, user).GetOrder(S.GetOrderRequest(order_id=str(order_id)))).order
+    assert (stored.status, stored.payment.status) == (S.ORDER_STATUS_CANCELLED, S.PAYMENT_STATUS_REFUNDED)
+    assert [status for status, _, _ in captures(mesh.database_url, str(order_id))] == ["refunded"]
+    assert _restocks(mesh, str(order_id)) == [(product, 2)]
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
