@@ -1,7 +1,8 @@
 """One transcoded call: match -> authenticate -> authorize -> rate-limit -> transcode -> gRPC -> JSON.
 
 The order is deliberate: nothing is read from the body and no upstream is called for a caller who
-may not use the route or is over its limit.
+may not use the route or is over its limit. A refused caller still spends a token (its IP's for a bad or
+missing token, its own for a missing role), so refusals are rate-limited too.
 """
 
 from __future__ import annotations
@@ -105,25 +106,22 @@ class Dispatcher:
         upstream, path_params = self.match(request.method, raw_path.decode("utf-8", "replace"))
         route = upstream.route
         request.scope[ROUTE_KEY] = route.path.template
-        principal = self._authorize(route, request.headers.get("authorization"))
+        client = request.client.host if request.client else "unknown"
+        # a refused request costs a bucket too, or guessing tokens (or hammering with a bad one) would
+        # be free: a bad token or none (401) the client IP's, a missing admin role (403) the user's
+        try:
+            verified = self.verifier.principal(request.headers.get("authorization"))
+        except GatewayError:
+            await self._limit(route, f"ip:{client}")
+            raise
+        identity = f"ip:{client}" if verified is None else f"user:{verified.subject}"
+        try:
+            principal = self._authorize(route, verified)
+        except GatewayError:
+            await self._limit(route, identity)
+            raise
         request.scope[USER_KEY] = "" if principal is ANONYMOUS else principal.subject
-        if self.limiter is not None:
-            client = request.client.host if request.client else "unknown"
-            identity = f"ip:{client}" if principal is ANONYMOUS else f"user:{principal.subject}"
-            decision = await self.limiter.check(route.rate_limit_class, identity)
-            if not decision.allowed:
-                metrics.rate_limited_total.labels(route.rate_limit_class).inc()
-                raise GatewayError(
-                    429,
-                    grpc.StatusCode.RESOURCE_EXHAUSTED,
-                    "rate limit exceeded, retry later",
-                    reason="RATE_LIMITED",
-                    metadata={
-                        "rate_limit_class": route.rate_limit_class,
-                        "retry_after_seconds": decision.retry_after_seconds,
-                    },
-                    headers={"Retry-After": str(decision.retry_after_seconds)},
-                )
+        await self._limit(route, identity)
         body = await self._read_body(request) if route.body else b""
         message = build_request(
             route,
@@ -150,8 +148,26 @@ class Dispatcher:
         headers = {REPLAYED_HEADER: "true"} if replayed else None
         return json_response(route.success_status, response_json(route, reply), headers)
 
-    def _authorize(self, route: Route, authorization: str | None) -> Principal:
-        principal = self.verifier.principal(authorization)
+    async def _limit(self, route: Route, identity: str) -> None:
+        """429 when `identity` is over its bucket of the route's class."""
+        if self.limiter is None:
+            return
+        decision = await self.limiter.check(route.rate_limit_class, identity)
+        if not decision.allowed:
+            metrics.rate_limited_total.labels(route.rate_limit_class).inc()
+            raise GatewayError(
+                429,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                "rate limit exceeded, retry later",
+                reason="RATE_LIMITED",
+                metadata={
+                    "rate_limit_class": route.rate_limit_class,
+                    "retry_after_seconds": decision.retry_after_seconds,
+                },
+                headers={"Retry-After": str(decision.retry_after_seconds)},
+            )
+
+    def _authorize(self, route: Route, principal: Principal | None) -> Principal:
         if route.access == options_pb2.ACCESS_ANONYMOUS:
             return principal or ANONYMOUS
         if principal is None:

@@ -59,6 +59,31 @@ async def test_users_have_their_own_buckets(strict_gateway: Gateway) -> None:
     assert (await client.post(url, json=body, headers=bob)).status_code == 200
 
 
+async def test_refused_credentials_cost_the_client_ips_bucket(strict_gateway: Gateway) -> None:
+    """A bad token (or none) on a protected route was answered 401 before any limit, so guessing
+    tokens was free; refusals now draw on the IP's bucket of the route's class, and get 429 past it."""
+    client = strict_gateway.client
+    url = f"/v1/products/{product_id()}/stock:adjust"  # admin class: 2 requests, 0.2 tokens/s
+    body = {"warehouseId": "1", "delta": 1}
+    forged = {"Authorization": "Bearer not-a-token"}
+    statuses = [(await client.post(url, json=body, headers=forged)).status_code for _ in range(2)]
+    assert statuses == [401, 401]
+    limited = await client.post(url, json=body, headers=forged)
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) == 5
+    assert limited.json()["error"]["details"][0]["reason"] == "RATE_LIMITED"
+    assert (await client.post(url, json=body)).status_code == 429  # no token at all: the same bucket
+    # users have buckets of their own, untouched by what the IP's refusals spent; a user without the
+    # admin role is refused (403) from theirs
+    admin = strict_gateway.auth(new_user("dave"), "admin")
+    assert (await client.post(url, json=body, headers=admin)).status_code == 200
+    shopper = strict_gateway.auth(new_user("carol"))
+    assert [(await client.post(url, json=body, headers=shopper)).status_code for _ in range(3)] == [
+        403,
+        403,
+        429,
+    ]
+
+
 async def test_cors_is_configurable(strict_gateway: Gateway) -> None:
     client = strict_gateway.client
     preflight = await client.options(
