@@ -14,6 +14,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,6 +26,8 @@ from meshkit.context import current_principal, request_id_var
 SENSITIVE_KEYS = {"payment_token", "token", "card", "password", "secret", "authorization"}
 ADDRESS_KEYS = {"shipping_address", "billing_address", "address"}
 GENESIS = ""
+
+log = logging.getLogger(__name__)
 
 
 def redact(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -260,7 +263,8 @@ async def apply_retention(
     """One batch: move records older than the hot period to the archive, purge archive past total.
 
     Returns (moved, purged); call until both are 0 (resumable: every batch is its own transaction).
-    Purging re-bases each affected chain head so verification starts after the purged records.
+    Purging re-bases each affected chain head so verification starts after the purged records; only
+    records that verify are purged (`_purge_verified`).
     """
     hot_cutoff = now - dt.timedelta(days=hot_days)
     total_cutoff = now - dt.timedelta(days=total_days)
@@ -271,23 +275,55 @@ async def apply_retention(
         (hot_cutoff, batch_size),
     )
     moved = len(await cur.fetchall())
+    purged = await _purge_verified(conn, cutoff=total_cutoff, batch_size=batch_size)
+    return moved, purged
+
+
+async def _purge_verified(conn: AsyncConnection, *, cutoff: dt.datetime, batch_size: int) -> int:
+    """Delete archived records older than `cutoff` that are the verified start of their chain.
+
+    Purging re-bases the chain head on the last purged record, so whatever those records were stops
+    being checked. Each chain's records are therefore purged only from its base on, while they link
+    and their hashes recompute, stopping at the first that does not: an edited record (say, one
+    backdated to fall past the cutoff) and everything after it stay for `verify` to report, instead
+    of vanishing with the evidence."""
     cur = await conn.execute(
-        "DELETE FROM audit_log_archive WHERE id IN ("
-        "  SELECT id FROM audit_log_archive WHERE occurred_at < %s ORDER BY occurred_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
-        " RETURNING resource, chain_seq, hash",
-        (total_cutoff, batch_size),
+        "SELECT a.*, h.base_seq, h.base_hash"
+        " FROM audit_log_archive a JOIN audit_chain_heads h ON h.resource = a.resource"
+        " WHERE a.occurred_at < %s ORDER BY a.resource, a.chain_seq LIMIT %s"
+        " FOR UPDATE OF a, h SKIP LOCKED",
+        (cutoff, batch_size),
     )
-    purged = await cur.fetchall()
-    last: dict[str, dict[str, Any]] = {}
-    for row in purged:
-        if row["resource"] not in last or row["chain_seq"] > last[row["resource"]]["chain_seq"]:
-            last[row["resource"]] = row
-    for resource, row in sorted(last.items()):
-        await conn.execute(
-            "UPDATE audit_chain_heads SET base_seq = %s, base_hash = %s WHERE resource = %s AND base_seq < %s",
-            (row["chain_seq"], row["hash"], resource, row["chain_seq"]),
+    by_resource: dict[str, list[dict[str, Any]]] = {}
+    for row in await cur.fetchall():
+        by_resource.setdefault(row["resource"], []).append(row)
+    purge: list[int] = []
+    refused: list[str] = []
+    for resource, rows in by_resource.items():
+        expected_seq, expected_prev = rows[0]["base_seq"] + 1, rows[0]["base_hash"]
+        last = None
+        for row in rows:
+            if row["chain_seq"] != expected_seq:
+                break  # the record before it is not past the cutoff yet (or is missing: verify says)
+            if row["prev_hash"] != expected_prev or record_hash(row["prev_hash"], row) != row["hash"]:
+                refused.append(f"{resource} seq {row['chain_seq']}")
+                break
+            purge.append(row["id"])
+            last = row
+            expected_seq, expected_prev = row["chain_seq"] + 1, row["hash"]
+        if last is not None:
+            await conn.execute(
+                "UPDATE audit_chain_heads SET base_seq = %s, base_hash = %s WHERE resource = %s",
+                (last["chain_seq"], last["hash"], resource),
+            )
+    if refused:
+        log.error(
+            "audit retention kept records that do not verify (run shopctl audit verify)",
+            extra={"chains": refused[:20], "count": len(refused)},
         )
-    return moved, len(purged)
+    if purge:
+        await conn.execute("DELETE FROM audit_log_archive WHERE id = ANY(%s)", (purge,))
+    return len(purge)
 
 
 async def list_records(

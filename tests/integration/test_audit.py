@@ -120,6 +120,37 @@ async def test_retention_moves_and_purges_exactly_the_rows_past_each_cutoff(mesh
     assert not [p for p in problems if p.resource == resource]
 
 
+async def test_retention_never_purges_records_that_do_not_verify(mesh):
+    """Backdating every record of a chain past the 3-year cutoff (hashes left as they were) and then
+    running retention purged them and re-based the chain's head on them: verify found nothing wrong,
+    the edit gone with its evidence. Edited records are kept now, and verify names them."""
+    await mesh.start("inventory_svc")
+    admin = admin_stub(mesh)
+    product = new_product_id()
+    resource = f"stock/{product}"
+    for _ in range(2):
+        await admin.ReceiveStock(pb.ReceiveStockRequest(product_id=product, warehouse_id=1, quantity=5))
+    with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE inventory.audit_log SET occurred_at = occurred_at - interval '4 years' WHERE resource = %s",
+            (resource,),
+        )
+    try:
+        await retention_all(dt.datetime.now(dt.UTC), database_url=mesh.database_url)
+        with psycopg.connect(mesh.database_url) as conn:
+            kept = conn.execute(
+                "SELECT chain_seq FROM inventory.audit_log_archive WHERE resource = %s ORDER BY chain_seq",
+                (resource,),
+            ).fetchall()
+        assert kept == [(1,), (2,)]  # archived (past one year) but not purged
+        problems = [p for p in (await verify_all(mesh.database_url))["inventory"] if p.resource == resource]
+        assert any(p.chain_seq == 1 and "edited" in p.problem for p in problems)
+    finally:  # leave the shared database verifiable for other tests
+        with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+            for table in ("audit_log", "audit_log_archive", "audit_chain_heads"):
+                conn.execute(f"DELETE FROM inventory.{table} WHERE resource = %s", (resource,))
+
+
 async def test_audit_record_carries_the_callers_trace_id(mesh):
     await mesh.start("inventory_svc")
     product = new_product_id()
