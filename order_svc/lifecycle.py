@@ -1,10 +1,11 @@
 """Order lifecycle after checkout: read, list, cancel, ship, deliver, refund.
 
-Cancel (of a PAID order) and refund have remote effects: refund the payment, restock the units.
-They run as a small saga: (1) record the intent (`transition_to`) with a conditional UPDATE, which
-also blocks ship/deliver from racing; (2) refund and restock, each idempotent (provider key, order
-id); (3) move the status and write the event. A crash after (1) leaves the intent, which the
-recovery job completes, so refund and restock each happen exactly once.
+Cancel (of a PAID order) and refund have remote effects: refund the payment, restock the units (a
+refund after shipping only when asked: the goods came back). They run as a small saga: (1) record
+the intent (`transition_to`, `transition_restock`) with a conditional UPDATE, which also blocks
+ship/deliver from racing; (2) refund and restock, each idempotent (provider key, order id); (3)
+move the status and write the event. A crash after (1) leaves the intent, which the recovery job
+completes, so refund and restock each happen exactly once.
 """
 
 from __future__ import annotations
@@ -111,23 +112,32 @@ class OrderLifecycle:
             order = await self.get(principal, raw_id)
         if order.status == OrderStatus.CANCELLED:
             return order  # cancelling twice is harmless, as the contract says
-        return await self._compensated_move(order, OrderStatus.CANCELLED, reason or "cancelled")
+        return await self._compensated_move(order, OrderStatus.CANCELLED, reason or "cancelled", restock=True)
 
-    async def refund(self, raw_id: str, reason: str) -> Order:
+    async def refund(self, raw_id: str, reason: str, *, restock: bool = False) -> Order:
+        """`restock`: a SHIPPED or DELIVERED order's goods came back, so its units return to stock;
+        a PAID order's always do (they never left)."""
         validate_text(reason, "reason", MAX_REASON_LENGTH)
         order_id = parse_order_id(raw_id)
         async with transaction(self._pool) as conn:
             found = await store.get_order(conn, order_id)
         if found is None:
             raise OrderNotFound(order_id)
-        return await self._compensated_move(found[1], OrderStatus.REFUNDED, reason or "refunded")
+        order = found[1]
+        return await self._compensated_move(
+            order,
+            OrderStatus.REFUNDED,
+            reason or "refunded",
+            restock=restock or order.status == OrderStatus.PAID,
+        )
 
     async def finish_transition(self, order: Order) -> Order:
         """Steps 2-3 of a recorded cancel/refund (also what recovery runs for one left half-done)."""
         assert order.transition_to is not None
         if order.payment_status in (PaymentStatus.CAPTURED, PaymentStatus.REFUNDED):
             await self._saga.payments.refund(payment_key(order.id))
-        await self._inventory.restock(order.id, reason=order.transition_to.value)
+        if order.transition_restock:
+            await self._inventory.restock(order.id, reason=order.transition_to.value)
         changes: dict[str, object] = {"transition_to": None, "transition_reason": None}
         if order.payment_status in (PaymentStatus.CAPTURED, PaymentStatus.REFUNDED):
             changes["payment_status"] = PaymentStatus.REFUNDED.value
@@ -148,11 +158,13 @@ class OrderLifecycle:
         assert found is not None
         return found[1]
 
-    async def _compensated_move(self, order: Order, target: OrderStatus, reason: str) -> Order:
+    async def _compensated_move(
+        self, order: Order, target: OrderStatus, reason: str, *, restock: bool
+    ) -> Order:
         check_transition(order.id, order.status, target)
         async with transaction(self._pool) as conn:
             started = await store.begin_transition(
-                conn, order.id, expected=[order.status], target=target, reason=reason
+                conn, order.id, expected=[order.status], target=target, reason=reason, restock=restock
             )
             found = await store.get_order(conn, order.id)
         assert found is not None

@@ -411,6 +411,7 @@ class Order:
     stock_committed: bool = False
     payment_attempted: bool = False
     transition_to: OrderStatus | None = None
+    transition_restock: bool = True  # whether the recorded cancel/refund puts the units back
     archived: bool = False
 
 

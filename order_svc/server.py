@@ -150,7 +150,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def RefundOrder(
         self, request: order_pb2.RefundOrderRequest, context: grpc.aio.ServicerContext
     ) -> order_pb2.RefundOrderResponse:
-        order = await self._lifecycle.refund(request.order_id, request.reason)
+        order = await self._lifecycle.refund(request.order_id, request.reason, restock=request.restock)
         return order_pb2.RefundOrderResponse(order=convert.order_out(order))
 
     async def RecoverOrders(

@@ -35,7 +35,7 @@ ORDER_COLUMNS = (
     " coalesce(tracking_number, '') AS tracking_number, failure_reason, coalesce(failure_message, '') AS"
     " failure_message, coalesce(failure_product_ids, '{}') AS failure_product_ids, version, created_at,"
     " updated_at, stock_committed_at, payment_attempted_at, transition_to, transition_reason, archived_at,"
-    " lease_owner, lease_until"
+    " lease_owner, lease_until, transition_restock"
 )
 
 
@@ -78,6 +78,7 @@ def order_from_row(row: Row, lines: Sequence[Row]) -> Order:
         stock_committed=row["stock_committed_at"] is not None,
         payment_attempted=row["payment_attempted_at"] is not None,
         transition_to=OrderStatus(row["transition_to"]) if row["transition_to"] else None,
+        transition_restock=row["transition_restock"],
         archived=row["archived_at"] is not None,
     )
 
@@ -251,14 +252,17 @@ async def begin_transition(
     expected: Sequence[OrderStatus],
     target: OrderStatus,
     reason: str,
+    restock: bool,
 ) -> bool:
     """Record an intended cancel/refund (its remote effects follow); blocks ship/deliver meanwhile.
+    `restock`: whether its units go back into stock. An intent already recorded keeps its own.
     Never on an archived order: its archive (and cold-tier file) would keep the status before."""
     cur = await conn.execute(
-        "UPDATE orders SET transition_to = %s, transition_reason = %s, updated_at = now()"
+        "UPDATE orders SET transition_to = %s, transition_reason = %s, updated_at = now(),"
+        " transition_restock = CASE WHEN transition_to IS NULL THEN %s ELSE transition_restock END"
         " WHERE id = %s AND status = ANY(%s) AND (transition_to IS NULL OR transition_to = %s)"
         " AND archived_at IS NULL RETURNING 1",
-        (target.value, reason or None, order_id, [s.value for s in expected], target.value),
+        (target.value, reason or None, restock, order_id, [s.value for s in expected], target.value),
     )
     return await cur.fetchone() is not None
 

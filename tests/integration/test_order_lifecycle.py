@@ -170,9 +170,10 @@ async def test_admin_ships_delivers_and_refunds_and_invalid_moves_are_refused(me
     assert delivered.status == S.ORDER_STATUS_DELIVERED
     assert (await stock_of(mesh, product)).quantity == 3
 
-    refunded = (await admin.RefundOrder(S.RefundOrderRequest(order_id=order.id, reason="damaged"))).order
+    returned = S.RefundOrderRequest(order_id=order.id, reason="returned", restock=True)
+    refunded = (await admin.RefundOrder(returned)).order
     assert (refunded.status, refunded.payment.status) == (S.ORDER_STATUS_REFUNDED, S.PAYMENT_STATUS_REFUNDED)
-    assert (await stock_of(mesh, product)).quantity == 5
+    assert (await stock_of(mesh, product)).quantity == 5  # the goods came back
     await _fails(
         admin.RefundOrder(S.RefundOrderRequest(order_id=order.id)),
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -186,6 +187,30 @@ async def test_admin_ships_delivers_and_refunds_and_invalid_moves_are_refused(me
         grpc.StatusCode.NOT_FOUND,
         "ORDER_NOT_FOUND",
     )
+
+
+async def test_a_refund_after_shipping_restocks_only_goods_that_came_back(mesh):
+    """A refund of a SHIPPED or DELIVERED order put its units back into stock as if the goods had been
+    returned: stock then sold units that were with the customer. They go back only with `restock`;
+    a PAID order's units (never shipped) always do."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=10)
+    admin = admin_orders(mesh)
+    kept, paid = await _paid_order(mesh, user, product, 2), await _paid_order(mesh, user, product, 3)
+    await admin.ShipOrder(S.ShipOrderRequest(order_id=kept.id, tracking_number="1Z1"))
+    await admin.DeliverOrder(S.DeliverOrderRequest(order_id=kept.id))
+
+    refunded = (await admin.RefundOrder(S.RefundOrderRequest(order_id=kept.id, reason="lost"))).order
+    assert (refunded.status, refunded.payment.status) == (S.ORDER_STATUS_REFUNDED, S.PAYMENT_STATUS_REFUNDED)
+    assert [status for status, _, _ in captures(mesh.database_url, kept.id)] == ["refunded"]
+    assert _restocks(mesh, kept.id) == []
+    assert (await stock_of(mesh, product)).quantity == 5  # the 2 delivered units stay sold
+
+    await admin.RefundOrder(S.RefundOrderRequest(order_id=paid.id))  # `restock` unset: still restocked
+    assert _restocks(mesh, paid.id) == [(product, 3)]
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved) == (8, 0)
 
 
 async def test_cancelling_a_checkout_left_pending_gives_the_stock_back(mesh):

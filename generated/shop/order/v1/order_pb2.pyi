@@ -210,12 +210,14 @@ class DeliverOrderResponse(_message.Message):
     def __init__(self, order: _Optional[_Union[Order, _Mapping]] = ...) -> None: ...
 
 class RefundOrderRequest(_message.Message):
-    __slots__ = ("order_id", "reason")
+    __slots__ = ("order_id", "reason", "restock")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RESTOCK_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     reason: str
-    def __init__(self, order_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    restock: bool
+    def __init__(self, order_id: _Optional[str] = ..., reason: _Optional[str] = ..., restock: _Optional[bool] = ...) -> None: ...
 
 class RefundOrderResponse(_message.Message):
     __slots__ = ("order",)

@@ -144,8 +144,9 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RefundOrder(self, request, context):
-        """Admin: PAID, SHIPPED or DELIVERED -> REFUNDED; refunds the payment and restocks, each exactly
-        once.
+        """Admin: PAID, SHIPPED or DELIVERED -> REFUNDED; refunds the payment exactly once. A PAID
+        order's units go back into stock (they never left the warehouse); a SHIPPED or DELIVERED
+        order's only with `restock` (the goods came back), each exactly once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
