@@ -6,7 +6,10 @@ an event exists if and only if its change committed.
 Relay: one active relay per service (all replicas and worker processes run the loop, but only the
 holder of a session-level PostgreSQL advisory lock publishes). It reads unsent rows in id order,
 sends them with the Kafka key (per-product / per-order keys keep per-key order on one partition),
-waits for every ack, then marks the rows sent. A crash between ack and mark re-sends the batch:
+waits for every ack, then marks the rows sent. Each event written inside a trace is sent under a
+PRODUCER span of its own ("publish <topic>", child of the writer's span, with the time the event
+waited in the outbox), whose context replaces the record's traceparent: a consumer's span hangs
+under it, so a trace shows the hop from the commit to Kafka. A crash between ack and mark re-sends the batch:
 delivery is at least once, and consumers drop duplicates by event id. If Kafka is down, rows simply
 wait; the service keeps accepting writes.
 """
@@ -28,6 +31,7 @@ import psycopg
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 from kafka import KafkaProducer
+from opentelemetry import propagate, trace
 from psycopg_pool import AsyncConnectionPool
 
 from meshkit import metrics
@@ -278,7 +282,8 @@ class OutboxRelay:
         """Publish one batch of unsent rows in id order; returns how many were sent."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT id, event_id, topic, key, payload, payload_json, message_type, headers FROM outbox"
+                "SELECT id, event_id, topic, key, payload, payload_json, message_type, headers,"
+                " extract(epoch FROM created_at)::float8 AS created_at FROM outbox"
                 " WHERE sent_at IS NULL ORDER BY id LIMIT %s",
                 (self._batch_size,),
             )
@@ -327,16 +332,53 @@ def _payload_bytes(row: dict[str, Any]) -> bytes:
 
 
 def _send_all(producer: KafkaProducer, rows: list[dict[str, Any]]) -> None:
-    futures = []
-    for row in rows:
-        headers = [(k, str(v).encode()) for k, v in row["headers"].items()]
-        futures.append(
-            producer.send(row["topic"], key=row["key"].encode(), value=_payload_bytes(row), headers=headers)
-        )
-    producer.flush(timeout=10)
-    deadline = time.monotonic() + 10
-    for future in futures:
-        future.get(timeout=max(0.1, deadline - time.monotonic()))
+    tracer = trace.get_tracer("meshkit.outbox")
+    spans: list[trace.Span] = []
+    try:
+        futures = []
+        for row in rows:
+            headers = dict(row["headers"])
+            if "traceparent" in headers:
+                span = _publish_span(tracer, row, headers)
+                spans.append(span)
+                propagate.inject(headers, context=trace.set_span_in_context(span))
+            futures.append(
+                producer.send(
+                    row["topic"],
+                    key=row["key"].encode(),
+                    value=_payload_bytes(row),
+                    headers=[(k, str(v).encode()) for k, v in headers.items()],
+                )
+            )
+        producer.flush(timeout=10)
+        deadline = time.monotonic() + 10
+        for future in futures:
+            future.get(timeout=max(0.1, deadline - time.monotonic()))
+    except Exception as error:
+        for span in spans:
+            span.record_exception(error)
+            span.set_status(trace.StatusCode.ERROR, str(error)[:200])
+        raise
+    finally:
+        for span in spans:
+            span.end()
+
+
+def _publish_span(tracer: trace.Tracer, row: dict[str, Any], headers: dict[str, str]) -> trace.Span:
+    """The PRODUCER span of one event, child of the span that wrote it (the row's traceparent)."""
+    return tracer.start_span(
+        f"publish {row['topic']}",
+        context=propagate.extract(headers),
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": row["topic"],
+            "messaging.message.id": str(row["event_id"]),
+            "messaging.kafka.message.key": row["key"],
+            "shop.outbox.wait_ms": round(max(0.0, time.time() - row["created_at"]) * 1000, 1),
+        },
+    )
 
 
 async def outbox_status(pool: AsyncConnectionPool) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest_asyncio
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tests.observability.otlp import ReceivedSpan, TraceReceiver
 from tests.observability.shop import SHIPPING, Shop
@@ -29,6 +30,9 @@ async def traced_shop(shop: Shop) -> AsyncIterator[tuple[Shop, TraceReceiver]]:
         for name in ("gateway", "order_svc", "catalog_svc", "inventory_svc"):
             await shop.mesh.stop(name)  # their exporters point at a receiver about to go away
         await receiver.stop()
+
+
+SPAN_KIND_PRODUCER = trace_pb2.Span.SPAN_KIND_PRODUCER
 
 
 def describe(spans: list[ReceivedSpan]) -> str:
@@ -108,6 +112,16 @@ async def test_a_checkout_is_one_connected_trace_across_processes_and_kafka(
     # the longest path: an event written by inventory_svc while serving the checkout, relayed to Kafka
     # after commit and consumed in another process, still hangs under inventory_svc's span
     assert any(any(a.service == "inventory_svc" for a in ancestors(c)) for c in consumers), describe(spans)
+    # between the writer and each consumer: the relay's PRODUCER span for that event, in the writer's
+    # process, carrying the event id and how long the event waited in the outbox
+    for consumer in consumers:
+        producer = by_id[consumer.parent_span_id]
+        assert producer.kind == SPAN_KIND_PRODUCER, describe(spans)
+        assert producer.name == f"publish {consumer.attributes['messaging.destination.name']}"
+        assert (
+            producer.service in ("order_svc", "inventory_svc") and producer.attributes["messaging.message.id"]
+        )
+        assert float(producer.attributes["shop.outbox.wait_ms"]) >= 0
 
     # the ids a reader searches by: the order on Checkout and on inventory's commit for it, the
     # idempotency key only as a hash
