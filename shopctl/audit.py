@@ -9,7 +9,7 @@ from rich.console import Console
 
 from meshkit.audit import ChainProblem, apply_retention, verify
 from meshkit.db import transaction
-from shopctl.common import SCHEMAS, run, schema_pool
+from shopctl.common import ALLOW_FUTURE_NOW, SCHEMAS, parse_now, run, schema_pool
 
 app = typer.Typer(no_args_is_help=True, help="Audit trail: verify tamper evidence, apply retention.")
 console = Console()
@@ -73,8 +73,9 @@ def verify_command() -> None:
 def retention_command(
     now: str = typer.Option("", help="ISO timestamp to use as 'now' (default: the current time)"),
     batch_size: int = typer.Option(1000, min=1, max=100_000),
+    allow_future: bool = ALLOW_FUTURE_NOW,
 ) -> None:
     """Move records older than 1 year to the archive; purge archived records older than 3 years."""
-    when = dt.datetime.fromisoformat(now) if now else dt.datetime.now(dt.UTC)
+    when = parse_now(now, allow_future=allow_future)
     for schema, (moved, purged) in run(retention_all(when, batch_size=batch_size)).items():
         console.print(f"{schema}: archived {moved}, purged {purged}")

@@ -21,23 +21,13 @@ from meshkit.db import open_pool
 from order_svc import archival
 from order_svc.bootstrap import OrderApp, build_app
 from order_svc.config import OrderSettings, load
+from shopctl.common import ALLOW_FUTURE_NOW, parse_now
 
 app = typer.Typer(no_args_is_help=True, help="Orders: recovery, archival, cold-tier export and purge.")
 
 
 def _print(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
-
-
-def _now(value: str) -> dt.datetime:
-    if not value:
-        return dt.datetime.now(dt.UTC)
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        typer.echo(f"--now: not an ISO 8601 time: {value!r}", err=True)
-        raise typer.Exit(2) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 @contextlib.asynccontextmanager
@@ -88,9 +78,10 @@ def archive(
     now: str = typer.Option("", help="The clock (ISO 8601); default: the current time."),
     batch_size: int = typer.Option(archival.BATCH_SIZE, min=1, max=100_000, help="Orders per transaction."),
     max_batches: int = typer.Option(0, min=0, help="Stop after this many batches (0: until done)."),
+    allow_future: bool = ALLOW_FUTURE_NOW,
 ) -> None:
     """Archive delivered/cancelled/refunded orders older than 2 years and anonymize the live rows."""
-    settings, moment = load(), _now(now)
+    settings, moment = load(), parse_now(now, allow_future=allow_future)
 
     async def job() -> int:
         async with _pool(settings) as pool:
@@ -107,9 +98,10 @@ def export(
         None, "--dir", help="Where the .jsonl.gz files go (default SHOPMESH_ORDER_ARCHIVE_DIR)."
     ),
     now: str = typer.Option("", help="The clock (ISO 8601); default: the current time."),
+    allow_future: bool = ALLOW_FUTURE_NOW,
 ) -> None:
     """Write archived orders not yet exported to gzip JSON Lines files (the cold tier)."""
-    settings, moment = load(), _now(now)
+    settings, moment = load(), parse_now(now, allow_future=allow_future)
     target = directory or Path(settings.order_archive_dir)
 
     async def job() -> list[Path]:
@@ -134,9 +126,10 @@ def purge(
     directory: Path = typer.Option(
         None, "--dir", help="Cold-tier directory to purge too (default SHOPMESH_ORDER_ARCHIVE_DIR)."
     ),
+    allow_future: bool = ALLOW_FUTURE_NOW,
 ) -> None:
     """Delete archived orders (and cold files) older than the 7-year retention."""
-    settings, moment = load(), _now(now)
+    settings, moment = load(), parse_now(now, allow_future=allow_future)
     target = directory or Path(settings.order_archive_dir)
 
     async def job() -> tuple[int, list[Path]]:
