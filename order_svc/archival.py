@@ -89,6 +89,13 @@ def _write_file(path: Path, rows: list[dict]) -> None:
     with open(tmp, "rb") as raw:
         os.fsync(raw.fileno())
     os.replace(tmp, path)
+    # the rename itself is durable only once the directory is synced; the rows are marked exported
+    # right after this, so a crash must not lose the file they point to
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 async def export_archives(
