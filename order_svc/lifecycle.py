@@ -187,24 +187,30 @@ class OrderLifecycle:
         if not taken:
             raise Aborted("the checkout of this order is in progress; retry later", reason="ABORTED")
         try:
-            charge = await self._saga.payments.void(payment_key(order.id))
-            if charge is not None and charge.status == "captured":
-                await self._saga.payments.refund(payment_key(order.id))
-            payment = PaymentStatus.REFUNDED if charge is not None and charge.captured else None
-            await self._saga.fail(
-                order,
-                CheckoutAbandoned(order.id, OrderStatus.CANCELLED),
-                restock=True,
-                target=OrderStatus.CANCELLED,
-                payment_status=payment,
-                lease_owner=owner,
-            )
+            # renewed like a checkout's lease: the final move is fenced by it, and a cancel slowed past
+            # one lease (provider, inventory) must not lose the order to a retry of its checkout key
+            async with self._saga.renewing_lease(order.id, owner, name="cancel-lease"):
+                charge = await self._saga.payments.void(payment_key(order.id))
+                if charge is not None and charge.status == "captured":
+                    await self._saga.payments.refund(payment_key(order.id))
+                payment = PaymentStatus.REFUNDED if charge is not None and charge.captured else None
+                await self._saga.fail(
+                    order,
+                    CheckoutAbandoned(order.id, OrderStatus.CANCELLED),
+                    restock=True,
+                    target=OrderStatus.CANCELLED,
+                    payment_status=payment,
+                    lease_owner=owner,
+                )
         except Superseded:
             pass
         finally:
             async with transaction(self._pool) as conn:
                 await store.clear_lease(conn, order.id, owner)
-        return await self._saga.load(order.id)
+        ended = await self._saga.load(order.id)
+        if ended.status == OrderStatus.PENDING:  # another driver took the lease over: not cancelled
+            raise Aborted("the checkout of this order is in progress; retry later", reason="ABORTED")
+        return ended
 
     async def _move(
         self, order_id: uuid.UUID, target: OrderStatus, changes: dict[str, object] | None = None

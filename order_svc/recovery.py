@@ -18,17 +18,15 @@ The outcome is stored for the key (and written to Valkey), so a later retry repl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
 
 from psycopg_pool import AsyncConnectionPool
 
 from meshkit.db import transaction
 from meshkit.errors import DomainError
-from meshkit.idempotency import IdempotencyStore, keep_renewing
+from meshkit.idempotency import IdempotencyStore
 from meshkit.logs import log_event
 from meshkit.outbox import LeaderLease
 from order_svc import cart_store, metrics, store
@@ -113,11 +111,7 @@ class RecoveryJob:
         try:
             # renewed like a checkout's: a retry of the key waits (IN_PROGRESS) instead of driving the
             # order alongside a recovery that takes longer than one lease (payment or inventory slow)
-            async with keep_renewing(
-                self._renewer(order_id, owner),
-                self._settings.idempotency_lease_seconds / 3,
-                name=f"recovery-lease:{order_id}",
-            ):
+            async with self._saga.renewing_lease(order_id, owner, name="recovery-lease"):
                 outcome = await self._resolve(order_id, owner)
         except Superseded:
             return None
@@ -135,14 +129,6 @@ class RecoveryJob:
         if outcome is not None:
             metrics.checkout_recoveries_total.labels(outcome).inc()
         return outcome
-
-    def _renewer(self, order_id: uuid.UUID, owner: uuid.UUID) -> Callable[[], Awaitable[None]]:
-        async def renew() -> None:
-            with contextlib.suppress(DomainError):
-                async with transaction(self._pool) as conn:
-                    await store.renew_lease(conn, order_id, owner, self._settings.idempotency_lease_seconds)
-
-        return renew
 
     async def _resolve(self, order_id: uuid.UUID, owner: uuid.UUID) -> str | None:
         async with transaction(self._pool) as conn:

@@ -16,17 +16,20 @@ changes nothing the second time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import AsyncIterator
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from meshkit.db import connection, transaction
 from meshkit.errors import Aborted, DomainError
+from meshkit.idempotency import keep_renewing
 from meshkit.logs import log_event
 from order_svc import cart_store, convert, events, metrics, store
 from order_svc.audit import first_status_change_records
@@ -83,6 +86,22 @@ class OrderSaga:
         self._topic = settings.topic_order_events
         self._hold = settings.checkout_hold_seconds
         self._failpoints = failpoints
+
+    @contextlib.asynccontextmanager
+    async def renewing_lease(
+        self, order_id: uuid.UUID, owner: uuid.UUID, *, name: str
+    ) -> AsyncIterator[None]:
+        """Keep the order row's lease (taken by `owner`) from running out while the block works: the
+        final moves are fenced by it, so a takeover by someone else makes them change nothing."""
+        seconds = self._settings.idempotency_lease_seconds
+
+        async def renew() -> None:
+            with contextlib.suppress(DomainError):
+                async with transaction(self._pool) as conn:
+                    await store.renew_lease(conn, order_id, owner, seconds)
+
+        async with keep_renewing(renew, seconds / 3, name=f"{name}:{order_id}"):
+            yield
 
     # --- driving a pending order forward --------------------------------------------------------
 
@@ -381,6 +400,14 @@ class OrderSaga:
         `lease_owner` holds its lease."""
         restocked = 0
         if restock:
+            # a driver that lost the lease (stalled past it) must not give back units the order's new
+            # driver may have committed and is about to sell: checked (and renewed) right before
+            async with connection(self._pool) as conn:
+                held = await store.renew_lease(
+                    conn, order.id, lease_owner, self._settings.idempotency_lease_seconds
+                )
+            if not held:
+                raise Superseded()
             # gives back committed units, or fences a commit still in flight: idempotent by order id
             restocked = await self._inventory.restock(order.id, reason=error.reason.lower())
             self._failpoints.hit("after_restock")

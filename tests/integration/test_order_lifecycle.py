@@ -213,6 +213,111 @@ async def test_a_refund_after_shipping_restocks_only_goods_that_came_back(mesh):
     assert (stock.quantity, stock.reserved) == (8, 0)
 
 
+async def test_a_driver_that_lost_its_lease_does_not_restock_what_the_new_driver_sells(mesh, monkeypatch):
+    """A driver stalled past its lease meets a decline (or a shortage) after another driver took the
+    order over: its compensation restocked the order's committed units, which the new driver then
+    sold anyway. It now checks it still holds the lease before giving anything back."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+    charge = SandboxProvider.charge
+
+    async def charge_then_lose_the_lease(provider, **call):
+        done = await charge(provider, **call)
+        sql(
+            mesh.database_url,
+            "UPDATE orders.orders SET lease_owner = gen_random_uuid() WHERE user_id = %s",
+            user,
+        )
+        return done
+
+    monkeypatch.setattr(SandboxProvider, "charge", charge_then_lose_the_lease)
+    settings = load_settings(OrderSettings, environ=mesh.env_for("order_svc", ORDER_ENV))
+    async with order_app(settings) as app:
+        request = validate_checkout(
+            user_id=user,
+            idempotency_key=new_key(),
+            shipping=convert.address_in(ADDRESS),
+            billing=None,
+            payment_token="tok_decline",
+            notes="",
+        )
+        with pytest.raises(Aborted):  # superseded: the new driver's outcome is not there yet
+            await app.checkout.checkout(request)
+
+    [(order_id, status)] = sql(
+        mesh.database_url, "SELECT id, status FROM orders.orders WHERE user_id = %s", user
+    )
+    assert status == "pending"
+    assert _restocks(mesh, str(order_id)) == []
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved) == (3, 0)  # still committed to the order
+
+
+async def _pending_order(mesh, user: str, product: int) -> str:
+    await add(mesh, user, product, 2)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # the provider never answers: left PENDING
+        await orders(mesh, user).Checkout(checkout_request(new_key(), "tok_timeout"))
+    return metadata_of(caught.value)["order_id"]
+
+
+async def test_a_cancel_slower_than_one_lease_keeps_its_lease(mesh, monkeypatch):
+    """Cancelling a PENDING order took its lease and never renewed it: a cancel slowed past one lease
+    (provider, inventory) could lose the order to a retry of the checkout key, and its own final
+    move, fenced by the lease, would then change nothing."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    order_id = await _pending_order(mesh, user, await new_product(mesh, stock=5))
+    env = {**mesh.env_for("order_svc", ORDER_ENV), "SHOPMESH_IDEMPOTENCY_LEASE_SECONDS": "1"}
+    void, leases = SandboxProvider.void, []
+
+    async def slow_void(provider, key):
+        await asyncio.sleep(2.5)  # two and a half leases
+        leases.extend(
+            sql(
+                mesh.database_url,
+                "SELECT lease_owner IS NOT NULL, lease_until > now() FROM orders.orders WHERE id = %s",
+                order_id,
+            )
+        )
+        return await void(provider, key)
+
+    monkeypatch.setattr(SandboxProvider, "void", slow_void)
+    async with order_app(load_settings(OrderSettings, environ=env)) as app:
+        cancelled = await app.lifecycle.cancel(Principal(user, ()), order_id, "")
+
+    assert leases == [(True, True)]  # still held, renewed
+    assert cancelled.status == OrderStatus.CANCELLED
+
+
+async def test_a_cancel_whose_lease_was_taken_over_is_not_reported_as_done(mesh, monkeypatch):
+    """When another driver takes the lease over mid-cancel, the cancel's fenced final move changes
+    nothing; it answered the still PENDING order as its result. Now it says to retry (ABORTED)."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    order_id = await _pending_order(mesh, user, await new_product(mesh, stock=5))
+    void = SandboxProvider.void
+
+    async def void_then_lose_the_lease(provider, key):
+        charge = await void(provider, key)
+        sql(
+            mesh.database_url,
+            "UPDATE orders.orders SET lease_owner = gen_random_uuid() WHERE id = %s",
+            order_id,
+        )
+        return charge
+
+    monkeypatch.setattr(SandboxProvider, "void", void_then_lose_the_lease)
+    settings = load_settings(OrderSettings, environ=mesh.env_for("order_svc", ORDER_ENV))
+    async with order_app(settings) as app:
+        with pytest.raises(Aborted):
+            await app.lifecycle.cancel(Principal(user, ()), order_id, "")
+
+    [(status,)] = sql(mesh.database_url, "SELECT status FROM orders.orders WHERE id = %s", order_id)
+    assert status == "pending"
+
+
 async def test_cancelling_a_checkout_left_pending_gives_the_stock_back(mesh):
     await start_order_mesh(mesh)
     user = user_id()
