@@ -255,14 +255,22 @@ async def begin_transition(
     restock: bool,
 ) -> bool:
     """Record an intended cancel/refund (its remote effects follow); blocks ship/deliver meanwhile.
-    `restock`: whether its units go back into stock. An intent already recorded keeps its own.
+    `restock`: whether its units go back into stock. A retry of an intent still open can turn it on
+    (an admin who learned the goods came back), never off: a restock may already be under way.
     Never on an archived order: its archive (and cold-tier file) would keep the status before."""
     cur = await conn.execute(
-        "UPDATE orders SET transition_to = %s, transition_reason = %s, updated_at = now(),"
-        " transition_restock = CASE WHEN transition_to IS NULL THEN %s ELSE transition_restock END"
-        " WHERE id = %s AND status = ANY(%s) AND (transition_to IS NULL OR transition_to = %s)"
+        "UPDATE orders SET transition_to = %(target)s, transition_reason = %(reason)s, updated_at = now(),"
+        " transition_restock = CASE WHEN transition_to IS NULL THEN %(restock)s"
+        " ELSE transition_restock OR %(restock)s END"
+        " WHERE id = %(id)s AND status = ANY(%(expected)s) AND (transition_to IS NULL OR transition_to = %(target)s)"
         " AND archived_at IS NULL RETURNING 1",
-        (target.value, reason or None, restock, order_id, [s.value for s in expected], target.value),
+        {
+            "target": target.value,
+            "reason": reason or None,
+            "restock": restock,
+            "id": order_id,
+            "expected": [s.value for s in expected],
+        },
     )
     return await cur.fetchone() is not None
 

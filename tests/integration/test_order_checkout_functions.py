@@ -300,3 +300,28 @@ async def test_complete_when_the_audit_chain_has_a_head_raises_and_writes_nothin
     cur = await conn.execute("SELECT status, version FROM orders WHERE id = %s", (order_id,))
     assert await cur.fetchone() == {"status": "pending", "version": 1}
     assert await _count(conn, "SELECT count(*) AS n FROM outbox WHERE key = %s", str(order_id)) == 1
+
+
+async def test_a_retried_refund_can_turn_its_restock_on_but_never_off(conn):
+    """A refund recorded without restock (say, the provider failed) and retried by an admin who now
+    knows the goods came back kept the first answer: it ended REFUNDED, OK, and never restocked."""
+    user = f"fn-{uuid.uuid4().hex[:8]}"
+    await _cart(conn, user, [(901, 2)])
+    order_id, _ = await _create(conn, user, "key-1", lines=[LINES[0]])
+    await conn.execute("UPDATE orders SET status = 'delivered' WHERE id = %s", (order_id,))
+
+    async def intent(restock: bool) -> bool:
+        assert await store.begin_transition(
+            conn,
+            order_id,
+            expected=[OrderStatus.DELIVERED],
+            target=OrderStatus.REFUNDED,
+            reason="",
+            restock=restock,
+        )
+        cur = await conn.execute("SELECT transition_restock FROM orders WHERE id = %s", (order_id,))
+        return (await cur.fetchone())["transition_restock"]
+
+    assert await intent(False) is False
+    assert await intent(True) is True  # the goods came back after all
+    assert await intent(False) is True  # a restock may be under way: never taken back
