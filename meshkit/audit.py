@@ -252,61 +252,77 @@ async def verify(conn: AsyncConnection) -> list[ChainProblem]:
     return problems
 
 
-async def apply_retention(
-    conn: AsyncConnection,
-    *,
-    now: dt.datetime,
-    hot_days: int = 365,
-    total_days: int = 3 * 365,
-    batch_size: int = 1000,
-) -> tuple[int, int]:
-    """One batch: move records older than the hot period to the archive, purge archive past total.
+HOT_DAYS = 365
+TOTAL_DAYS = 3 * 365
 
-    Returns (moved, purged); call until both are 0 (resumable: every batch is its own transaction).
-    Purging re-bases each affected chain head so verification starts after the purged records; only
-    records that verify are purged (`_purge_verified`).
-    """
-    hot_cutoff = now - dt.timedelta(days=hot_days)
-    total_cutoff = now - dt.timedelta(days=total_days)
+
+async def archive_batch(
+    conn: AsyncConnection, *, now: dt.datetime, hot_days: int = HOT_DAYS, batch_size: int = 1000
+) -> int:
+    """Retention, step 1: move one batch of records older than the hot period to the archive (still
+    verified with the live ones). Returns how many moved; call until 0."""
     cur = await conn.execute(
         "WITH moved AS (DELETE FROM audit_log WHERE id IN ("
         "  SELECT id FROM audit_log WHERE occurred_at < %s ORDER BY occurred_at, id LIMIT %s FOR UPDATE SKIP LOCKED)"
         " RETURNING *) INSERT INTO audit_log_archive SELECT * FROM moved RETURNING id",
-        (hot_cutoff, batch_size),
+        (now - dt.timedelta(days=hot_days), batch_size),
     )
-    moved = len(await cur.fetchall())
-    purged = await _purge_verified(conn, cutoff=total_cutoff, batch_size=batch_size)
-    return moved, purged
+    return len(await cur.fetchall())
 
 
-async def _purge_verified(conn: AsyncConnection, *, cutoff: dt.datetime, batch_size: int) -> int:
-    """Delete archived records older than `cutoff` that are the verified start of their chain.
+async def purge_batch(
+    conn: AsyncConnection,
+    *,
+    now: dt.datetime,
+    total_days: int = TOTAL_DAYS,
+    batch_size: int = 1000,
+    after: str = "",
+) -> tuple[int, str | None]:
+    """Retention, step 2: delete one batch of archived records past the total retention, chains
+    (resources) after `after` only. Returns (purged, the `after` of the next batch, or None when
+    done). Each batch is its own transaction; purging re-bases the chain heads, and only records
+    that verify are purged (`_purge_verified`)."""
+    return await _purge_verified(
+        conn, cutoff=now - dt.timedelta(days=total_days), batch_size=batch_size, after=after
+    )
+
+
+async def _purge_verified(
+    conn: AsyncConnection, *, cutoff: dt.datetime, batch_size: int, after: str
+) -> tuple[int, str | None]:
+    """Delete archived records older than `cutoff` that are the verified start of their chain, for
+    chains (resources) after `after`; returns (purged, where the next batch starts or None).
 
     Purging re-bases the chain head on the last purged record, so whatever those records were stops
     being checked. Each chain's records are therefore purged only from its base on, while they link
     and their hashes recompute, stopping at the first that does not: an edited record (say, one
     backdated to fall past the cutoff) and everything after it stay for `verify` to report, instead
-    of vanishing with the evidence."""
+    of vanishing with the evidence. A chain it stops in is passed over by the next batches, which
+    go on in resource order, so what stays never holds the purge of other chains up."""
     cur = await conn.execute(
         "SELECT a.*, h.base_seq, h.base_hash"
         " FROM audit_log_archive a JOIN audit_chain_heads h ON h.resource = a.resource"
-        " WHERE a.occurred_at < %s ORDER BY a.resource, a.chain_seq LIMIT %s"
+        " WHERE a.occurred_at < %s AND a.resource > %s ORDER BY a.resource, a.chain_seq LIMIT %s"
         " FOR UPDATE OF a, h SKIP LOCKED",
-        (cutoff, batch_size),
+        (cutoff, after, batch_size),
     )
+    rows = await cur.fetchall()
     by_resource: dict[str, list[dict[str, Any]]] = {}
-    for row in await cur.fetchall():
+    for row in rows:
         by_resource.setdefault(row["resource"], []).append(row)
     purge: list[int] = []
     refused: list[str] = []
-    for resource, rows in by_resource.items():
-        expected_seq, expected_prev = rows[0]["base_seq"] + 1, rows[0]["base_hash"]
+    stopped: set[str] = set()
+    for resource, chain in by_resource.items():
+        expected_seq, expected_prev = chain[0]["base_seq"] + 1, chain[0]["base_hash"]
         last = None
-        for row in rows:
+        for row in chain:
             if row["chain_seq"] != expected_seq:
-                break  # the record before it is not past the cutoff yet (or is missing: verify says)
+                stopped.add(resource)  # the record before it is not past the cutoff (or is missing)
+                break
             if row["prev_hash"] != expected_prev or record_hash(row["prev_hash"], row) != row["hash"]:
                 refused.append(f"{resource} seq {row['chain_seq']}")
+                stopped.add(resource)
                 break
             purge.append(row["id"])
             last = row
@@ -323,7 +339,17 @@ async def _purge_verified(conn: AsyncConnection, *, cutoff: dt.datetime, batch_s
         )
     if purge:
         await conn.execute("DELETE FROM audit_log_archive WHERE id = ANY(%s)", (purge,))
-    return len(purge)
+    if len(rows) < batch_size:
+        return len(purge), None  # every candidate after `after` was seen
+    # a full batch may have cut the last chain short: start the next batch at it, unless the purge
+    # stopped in it (then after it), or it is the only chain and was purged as far as selected
+    resources = list(by_resource)
+    last_resource = resources[-1]
+    if last_resource in stopped:
+        return len(purge), last_resource
+    if len(resources) == 1:
+        return len(purge), after
+    return len(purge), resources[-2]
 
 
 async def list_records(

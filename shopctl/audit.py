@@ -7,7 +7,7 @@ import datetime as dt
 import typer
 from rich.console import Console
 
-from meshkit.audit import ChainProblem, apply_retention, verify
+from meshkit.audit import ChainProblem, archive_batch, purge_batch, verify
 from meshkit.db import transaction
 from shopctl.common import ALLOW_FUTURE_NOW, SCHEMAS, parse_now, run, schema_pool
 
@@ -43,10 +43,15 @@ async def retention_all(
         async with schema_pool(schema, database_url=database_url) as pool:
             while True:  # one transaction per batch: an interrupted run resumes where it stopped
                 async with transaction(pool) as conn:
-                    moved, purged = await apply_retention(conn, now=now, batch_size=batch_size)
-                moved_total, purged_total = moved_total + moved, purged_total + purged
-                if not moved and not purged:
+                    moved = await archive_batch(conn, now=now, batch_size=batch_size)
+                moved_total += moved
+                if not moved:
                     break
+            after: str | None = ""
+            while after is not None:
+                async with transaction(pool) as conn:
+                    purged, after = await purge_batch(conn, now=now, batch_size=batch_size, after=after)
+                purged_total += purged
         totals[schema] = (moved_total, purged_total)
     return totals
 

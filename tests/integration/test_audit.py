@@ -151,6 +151,39 @@ async def test_retention_never_purges_records_that_do_not_verify(mesh):
                 conn.execute(f"DELETE FROM inventory.{table} WHERE resource = %s", (resource,))
 
 
+async def test_a_chain_that_does_not_verify_never_holds_up_the_purge_of_the_others(mesh):
+    """The purge walked candidates in resource order, the first batch_size of them each time: an
+    edited chain longer than a batch came first in every batch, purged nothing, and the loop stopped
+    there for good; no chain sorted after it was purged again."""
+    await mesh.start("inventory_svc")
+    admin = admin_stub(mesh)
+    edited, intact = sorted(f"stock/{new_product_id()}" for _ in range(2))
+    for resource, records in ((edited, 3), (intact, 2)):
+        product = int(resource.split("/")[1])
+        for _ in range(records):
+            await admin.ReceiveStock(pb.ReceiveStockRequest(product_id=product, warehouse_id=1, quantity=1))
+    with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE inventory.audit_log SET actor = 'mallory' WHERE resource = %s AND chain_seq = 1",
+            (edited,),
+        )
+
+    def archived(resource: str) -> int:
+        with psycopg.connect(mesh.database_url) as conn:
+            return conn.execute(
+                "SELECT count(*) FROM inventory.audit_log_archive WHERE resource = %s", (resource,)
+            ).fetchone()[0]
+
+    try:
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(days=3 * 365 + 1)
+        await retention_all(later, batch_size=2, database_url=mesh.database_url)
+        assert (archived(edited), archived(intact)) == (3, 0)
+    finally:  # leave the shared database verifiable for other tests
+        with psycopg.connect(mesh.database_url, autocommit=True) as conn:
+            for table in ("audit_log", "audit_log_archive", "audit_chain_heads"):
+                conn.execute(f"DELETE FROM inventory.{table} WHERE resource = %s", (edited,))
+
+
 async def test_audit_record_carries_the_callers_trace_id(mesh):
     await mesh.start("inventory_svc")
     product = new_product_id()
