@@ -2,12 +2,17 @@
 
 The order is deliberate: nothing is read from the body and no upstream is called for a caller who
 may not use the route or is over its limit. A refused caller still spends a token (its IP's for a bad or
-missing token, its own for a missing role), so refusals are rate-limited too.
+missing token, its own for a missing role), so refusals are rate-limited too. An IP whose refusals
+emptied its bucket of a route class is answered 429 for that class until the bucket refills, before
+any token is checked: a valid token from it is not told apart from a forged one (no oracle for
+guessing), and a flood of forged tokens costs neither a signature check nor a Valkey round trip.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import parse_qsl
@@ -34,6 +39,7 @@ REPLAYED_METADATA_KEY = "x-idempotent-replayed"  # set by order_svc (initial or 
 REPLAYED_HEADER = "Idempotent-Replayed"
 JSON = "application/json"
 UPSTREAM_RETRY_AFTER_SECONDS = "1"  # Retry-After of a 429 a service answered (RESOURCE_EXHAUSTED)
+MAX_REFUSING = 10_000  # (class, IP) pairs held back for their refusals, per process
 
 
 class Upstream(Protocol):
@@ -76,6 +82,8 @@ class Dispatcher:
     limiter: RateLimiter | None
     max_body_bytes: int
     max_page_size: int
+    # (rate-limit class, client IP) -> monotonic time until which it is answered 429 unchecked
+    _refusing: dict[tuple[str, str], float] = dataclasses.field(default_factory=dict)
 
     async def __call__(self, request: Request) -> Response:
         try:
@@ -107,18 +115,19 @@ class Dispatcher:
         route = upstream.route
         request.scope[ROUTE_KEY] = route.path.template
         client = request.client.host if request.client else "unknown"
+        self._refuse_if_held_back(route, client)
         # a refused request costs a bucket too, or guessing tokens (or hammering with a bad one) would
         # be free: a bad token or none (401) the client IP's, a missing admin role (403) the user's
         try:
             verified = self.verifier.principal(request.headers.get("authorization"))
         except GatewayError:
-            await self._limit(route, f"ip:{client}")
+            await self._limit(route, f"ip:{client}", hold_back=client)
             raise
         identity = f"ip:{client}" if verified is None else f"user:{verified.subject}"
         try:
             principal = self._authorize(route, verified)
         except GatewayError:
-            await self._limit(route, identity)
+            await self._limit(route, identity, hold_back=client if verified is None else "")
             raise
         request.scope[USER_KEY] = "" if principal is ANONYMOUS else principal.subject
         await self._limit(route, identity)
@@ -148,24 +157,36 @@ class Dispatcher:
         headers = {REPLAYED_HEADER: "true"} if replayed else None
         return json_response(route.success_status, response_json(route, reply), headers)
 
-    async def _limit(self, route: Route, identity: str) -> None:
-        """429 when `identity` is over its bucket of the route's class."""
+    async def _limit(self, route: Route, identity: str, *, hold_back: str = "") -> None:
+        """429 when `identity` is over its bucket of the route's class. `hold_back`: a client IP
+        whose refused request this is; over the bucket, it is held back (see the module doc)."""
         if self.limiter is None:
             return
         decision = await self.limiter.check(route.rate_limit_class, identity)
         if not decision.allowed:
-            metrics.rate_limited_total.labels(route.rate_limit_class).inc()
-            raise GatewayError(
-                429,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "rate limit exceeded, retry later",
-                reason="RATE_LIMITED",
-                metadata={
-                    "rate_limit_class": route.rate_limit_class,
-                    "retry_after_seconds": decision.retry_after_seconds,
-                },
-                headers={"Retry-After": str(decision.retry_after_seconds)},
-            )
+            if hold_back:
+                self._hold_back(route.rate_limit_class, hold_back, decision.retry_after_seconds)
+            raise _rate_limited(route, decision.retry_after_seconds)
+
+    def _refuse_if_held_back(self, route: Route, client: str) -> None:
+        key = (route.rate_limit_class, client)
+        until = self._refusing.get(key)
+        if until is None:
+            return
+        left = until - time.monotonic()
+        if left <= 0:
+            del self._refusing[key]
+            return
+        raise _rate_limited(route, max(1, math.ceil(left)))
+
+    def _hold_back(self, rate_limit_class: str, client: str, seconds: int) -> None:
+        now = time.monotonic()
+        if len(self._refusing) >= MAX_REFUSING:  # bounded: expired first, then the oldest
+            for key in [k for k, until in self._refusing.items() if until <= now]:
+                del self._refusing[key]
+            while len(self._refusing) >= MAX_REFUSING:
+                del self._refusing[next(iter(self._refusing))]
+        self._refusing[(rate_limit_class, client)] = now + seconds
 
     def _authorize(self, route: Route, principal: Principal | None) -> Principal:
         if route.access == options_pb2.ACCESS_ANONYMOUS:
@@ -204,6 +225,18 @@ class Dispatcher:
                 raise _too_large(self.max_body_bytes)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _rate_limited(route: Route, retry_after_seconds: int) -> GatewayError:
+    metrics.rate_limited_total.labels(route.rate_limit_class).inc()
+    return GatewayError(
+        429,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "rate limit exceeded, retry later",
+        reason="RATE_LIMITED",
+        metadata={"rate_limit_class": route.rate_limit_class, "retry_after_seconds": retry_after_seconds},
+        headers={"Retry-After": str(retry_after_seconds)},
+    )
 
 
 def _too_large(limit: int) -> GatewayError:

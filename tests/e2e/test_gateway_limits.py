@@ -61,27 +61,37 @@ async def test_users_have_their_own_buckets(strict_gateway: Gateway) -> None:
 
 async def test_refused_credentials_cost_the_client_ips_bucket(strict_gateway: Gateway) -> None:
     """A bad token (or none) on a protected route was answered 401 before any limit, so guessing
-    tokens was free; refusals now draw on the IP's bucket of the route's class, and get 429 past it."""
+    tokens was free; refusals now draw on the IP's bucket of the route's class, and get 429 past it.
+    Then the IP is held back for that class until the bucket refills, valid tokens included: a
+    correct guess must not get through (a 200 among the 429s would tell it apart)."""
     client = strict_gateway.client
     url = f"/v1/products/{product_id()}/stock:adjust"  # admin class: 2 requests, 0.2 tokens/s
     body = {"warehouseId": "1", "delta": 1}
+    admin = strict_gateway.auth(new_user("dave"), "admin")
+    assert (await client.post(url, json=body, headers=admin)).status_code == 200
     forged = {"Authorization": "Bearer not-a-token"}
     statuses = [(await client.post(url, json=body, headers=forged)).status_code for _ in range(2)]
     assert statuses == [401, 401]
     limited = await client.post(url, json=body, headers=forged)
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) == 5
     assert limited.json()["error"]["details"][0]["reason"] == "RATE_LIMITED"
-    assert (await client.post(url, json=body)).status_code == 429  # no token at all: the same bucket
-    # users have buckets of their own, untouched by what the IP's refusals spent; a user without the
-    # admin role is refused (403) from theirs
-    admin = strict_gateway.auth(new_user("dave"), "admin")
-    assert (await client.post(url, json=body, headers=admin)).status_code == 200
+    assert (await client.post(url, json=body)).status_code == 429  # no token at all: the same
+    held_back = await client.post(url, json=body, headers=admin)  # a valid token from that IP too
+    assert held_back.status_code == 429 and 1 <= int(held_back.headers["retry-after"]) <= 5
+    # other classes are not held back for it
+    assert (await client.get(f"/v1/products/{product_id()}/stock")).status_code == 404
+
+
+async def test_a_user_without_the_admin_role_is_refused_from_their_own_bucket(
+    strict_gateway: Gateway,
+) -> None:
+    client = strict_gateway.client
+    url = f"/v1/products/{product_id()}/stock:adjust"
     shopper = strict_gateway.auth(new_user("carol"))
-    assert [(await client.post(url, json=body, headers=shopper)).status_code for _ in range(3)] == [
-        403,
-        403,
-        429,
-    ]
+    statuses = [(await client.post(url, json={"delta": 1}, headers=shopper)).status_code for _ in range(3)]
+    assert statuses == [403, 403, 429]
+    admin = strict_gateway.auth(new_user("erin"), "admin")  # the IP is not held back for a 403
+    assert (await client.post(url, json={"warehouseId": "1", "delta": 1}, headers=admin)).status_code == 200
 
 
 async def test_cors_is_configurable(strict_gateway: Gateway) -> None:
