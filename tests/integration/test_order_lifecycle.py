@@ -49,6 +49,29 @@ async def _paid_order(mesh, user: str, product: int, quantity: int = 1) -> order
     return order
 
 
+def _in_process(mesh, **env: str) -> OrderSettings:
+    """order_svc's settings for use cases run in this process (order_app), as the mesh's has them."""
+    return load_settings(OrderSettings, environ={**mesh.env_for("order_svc", ORDER_ENV), **env})
+
+
+def _checkout_input(user: str, token: str = ""):
+    return validate_checkout(
+        user_id=user,
+        idempotency_key=new_key(),
+        shipping=convert.address_in(ADDRESS),
+        billing=None,
+        payment_token=token,
+        notes="",
+    )
+
+
+def _take_the_lease_over(mesh, user: str) -> None:
+    """Another driver takes the lease of the user's open order (as after a stall past it)."""
+    sql(
+        mesh.database_url, "UPDATE orders.orders SET lease_owner = gen_random_uuid() WHERE user_id = %s", user
+    )
+
+
 async def _fails(call, code: grpc.StatusCode, reason: str) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
@@ -225,24 +248,13 @@ async def test_a_driver_that_lost_its_lease_does_not_restock_what_the_new_driver
 
     async def charge_then_lose_the_lease(provider, **call):
         done = await charge(provider, **call)
-        sql(
-            mesh.database_url,
-            "UPDATE orders.orders SET lease_owner = gen_random_uuid() WHERE user_id = %s",
-            user,
-        )
+        _take_the_lease_over(mesh, user)
         return done
 
     monkeypatch.setattr(SandboxProvider, "charge", charge_then_lose_the_lease)
-    settings = load_settings(OrderSettings, environ=mesh.env_for("order_svc", ORDER_ENV))
+    settings = _in_process(mesh)
     async with order_app(settings) as app:
-        request = validate_checkout(
-            user_id=user,
-            idempotency_key=new_key(),
-            shipping=convert.address_in(ADDRESS),
-            billing=None,
-            payment_token="tok_decline",
-            notes="",
-        )
+        request = _checkout_input(user, "tok_decline")
         with pytest.raises(Aborted):  # superseded: the new driver's outcome is not there yet
             await app.checkout.checkout(request)
 
@@ -269,7 +281,6 @@ async def test_a_cancel_slower_than_one_lease_keeps_its_lease(mesh, monkeypatch)
     await start_order_mesh(mesh)
     user = user_id()
     order_id = await _pending_order(mesh, user, await new_product(mesh, stock=5))
-    env = {**mesh.env_for("order_svc", ORDER_ENV), "SHOPMESH_IDEMPOTENCY_LEASE_SECONDS": "1"}
     void, leases = SandboxProvider.void, []
 
     async def slow_void(provider, key):
@@ -284,7 +295,7 @@ async def test_a_cancel_slower_than_one_lease_keeps_its_lease(mesh, monkeypatch)
         return await void(provider, key)
 
     monkeypatch.setattr(SandboxProvider, "void", slow_void)
-    async with order_app(load_settings(OrderSettings, environ=env)) as app:
+    async with order_app(_in_process(mesh, SHOPMESH_IDEMPOTENCY_LEASE_SECONDS="1")) as app:
         cancelled = await app.lifecycle.cancel(Principal(user, ()), order_id, "")
 
     assert leases == [(True, True)]  # still held, renewed
@@ -301,15 +312,11 @@ async def test_a_cancel_whose_lease_was_taken_over_is_not_reported_as_done(mesh,
 
     async def void_then_lose_the_lease(provider, key):
         charge = await void(provider, key)
-        sql(
-            mesh.database_url,
-            "UPDATE orders.orders SET lease_owner = gen_random_uuid() WHERE id = %s",
-            order_id,
-        )
+        _take_the_lease_over(mesh, user)
         return charge
 
     monkeypatch.setattr(SandboxProvider, "void", void_then_lose_the_lease)
-    settings = load_settings(OrderSettings, environ=mesh.env_for("order_svc", ORDER_ENV))
+    settings = _in_process(mesh)
     async with order_app(settings) as app:
         with pytest.raises(Aborted):
             await app.lifecycle.cancel(Principal(user, ()), order_id, "")
@@ -352,7 +359,7 @@ async def test_a_cancel_that_read_pending_while_checkout_completed_cancels_the_p
     user = user_id()
     product = await new_product(mesh, stock=5)
     order = await _paid_order(mesh, user, product, 2)
-    settings = load_settings(OrderSettings, environ=mesh.env_for("order_svc", ORDER_ENV))
+    settings = _in_process(mesh)
     async with order_app(settings) as app:
         lifecycle = app.lifecycle
         read = lifecycle.get
@@ -388,7 +395,7 @@ async def test_a_checkout_that_stalled_past_its_lease_cannot_complete_the_order_
     user = user_id()
     product = await new_product(mesh, stock=5)
     await add(mesh, user, product, 2)
-    settings = load_settings(OrderSettings, environ=mesh.env_for("order_svc", ORDER_ENV))
+    settings = _in_process(mesh)
     captured, woken = asyncio.Event(), asyncio.Event()
     charge, refund = SandboxProvider.charge, SandboxProvider.refund
 
@@ -399,14 +406,7 @@ async def test_a_checkout_that_stalled_past_its_lease_cannot_complete_the_order_
         return done
 
     async with order_app(settings) as app:
-        request = validate_checkout(
-            user_id=user,
-            idempotency_key=new_key(),
-            shipping=convert.address_in(ADDRESS),
-            billing=None,
-            payment_token="",
-            notes="",
-        )
+        request = _checkout_input(user)
         driver = asyncio.ensure_future(app.checkout.checkout(request))
 
         async def refund_then_wake_the_driver(provider, key):
