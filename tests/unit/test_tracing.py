@@ -54,3 +54,12 @@ def test_with_an_endpoint_new_traces_are_recorded() -> None:
         assert span.is_recording() and _sampled_flag_passed_on(span)
     finally:
         provider.shutdown()
+
+
+def test_the_relay_makes_producer_spans_only_for_sampled_traces() -> None:
+    from meshkit.outbox import _sampled
+
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
+    assert _sampled(f"{parent}-01") and _sampled(f"{parent}-03")
+    assert not _sampled(f"{parent}-00") and not _sampled(f"{parent}-02")
+    assert not _sampled("") and not _sampled("garbage-01")
