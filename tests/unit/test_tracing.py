@@ -8,6 +8,7 @@ import pytest
 from opentelemetry import propagate, trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from meshkit.outbox import _sampled
 from meshkit.tracing import configure_tracing
 
 PROPAGATOR = TraceContextTextMapPropagator()
@@ -57,8 +58,6 @@ def test_with_an_endpoint_new_traces_are_recorded() -> None:
 
 
 def test_the_relay_makes_producer_spans_only_for_sampled_traces() -> None:
-    from meshkit.outbox import _sampled
-
     parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
     assert _sampled(f"{parent}-01") and _sampled(f"{parent}-03")
     assert not _sampled(f"{parent}-00") and not _sampled(f"{parent}-02")
