@@ -1,16 +1,18 @@
 """One transcoded call: match -> authenticate -> authorize -> rate-limit -> transcode -> gRPC -> JSON.
 
 The order is deliberate: nothing is read from the body and no upstream is called for a caller who
-may not use the route or is over its limit. A refused caller still spends a token (its IP's for a bad or
-missing token, its own for a missing role), so refusals are rate-limited too. An IP whose refusals
-emptied its bucket of a route class is answered 429 for that class until the bucket refills, before
-any token is checked: a valid token from it is not told apart from a forged one (no oracle for
-guessing), and a flood of forged tokens costs neither a signature check nor a Valkey round trip.
+may not use the route or is over its limit. A refused caller still spends a token (a bad token its
+IP's bucket of refusals, a missing one its IP's bucket, a missing role its own), so refusals are
+rate-limited too. An IP whose bad tokens emptied its bucket of refusals of a route class is answered
+429 for that class until a token is back, before any token is checked: a valid token from it is not
+told apart from a forged one (no oracle for guessing), and a flood of forged tokens costs neither a
+signature check nor a Valkey round trip.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -117,17 +119,19 @@ class Dispatcher:
         client = request.client.host if request.client else "unknown"
         self._refuse_if_held_back(route, client)
         # a refused request costs a bucket too, or guessing tokens (or hammering with a bad one) would
-        # be free: a bad token or none (401) the client IP's, a missing admin role (403) the user's
+        # be free. A bad token: the client IP's bucket of refusals, apart from its anonymous traffic
+        # (which must not get an IP held back); no token where one is needed: the IP's, like any
+        # anonymous request; a missing admin role (403): the user's
         try:
             verified = self.verifier.principal(request.headers.get("authorization"))
         except GatewayError:
-            await self._limit(route, f"ip:{client}", hold_back=client)
+            await self._limit(route, f"refused:{client}", hold_back=client)
             raise
         identity = f"ip:{client}" if verified is None else f"user:{verified.subject}"
         try:
             principal = self._authorize(route, verified)
         except GatewayError:
-            await self._limit(route, identity, hold_back=client if verified is None else "")
+            await self._limit(route, identity)
             raise
         request.scope[USER_KEY] = "" if principal is ANONYMOUS else principal.subject
         await self._limit(route, identity)
@@ -159,7 +163,7 @@ class Dispatcher:
 
     async def _limit(self, route: Route, identity: str, *, hold_back: str = "") -> None:
         """429 when `identity` is over its bucket of the route's class. `hold_back`: a client IP
-        whose refused request this is; over the bucket, it is held back (see the module doc)."""
+        whose bad token this is; over its bucket of refusals, it is held back (see the module doc)."""
         if self.limiter is None:
             return
         decision = await self.limiter.check(route.rate_limit_class, identity)
@@ -181,11 +185,14 @@ class Dispatcher:
 
     def _hold_back(self, rate_limit_class: str, client: str, seconds: int) -> None:
         now = time.monotonic()
-        if len(self._refusing) >= MAX_REFUSING:  # bounded: expired first, then the oldest
+        if len(self._refusing) >= MAX_REFUSING:
+            # bounded, and amortized: the expired go, then the oldest tenth, so the next many hold
+            # backs scan nothing (an attacker rotating addresses fills it at one scan per 1,000)
             for key in [k for k, until in self._refusing.items() if until <= now]:
                 del self._refusing[key]
-            while len(self._refusing) >= MAX_REFUSING:
-                del self._refusing[next(iter(self._refusing))]
+            if len(self._refusing) >= MAX_REFUSING:
+                for key in list(itertools.islice(self._refusing, MAX_REFUSING // 10)):
+                    del self._refusing[key]
         self._refusing[(rate_limit_class, client)] = now + seconds
 
     def _authorize(self, route: Route, principal: Principal | None) -> Principal:

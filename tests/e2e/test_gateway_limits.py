@@ -82,6 +82,20 @@ async def test_refused_credentials_cost_the_client_ips_bucket(strict_gateway: Ga
     assert (await client.get(f"/v1/products/{product_id()}/stock")).status_code == 404
 
 
+async def test_anonymous_traffic_that_empties_the_ips_bucket_holds_nobody_back(
+    strict_gateway: Gateway,
+) -> None:
+    """Bad tokens draw on a bucket of their own: an IP (a NAT, a carrier's CGNAT) whose anonymous
+    browsing is over its bucket, then sends one stale token, must not lock out its logged-in users."""
+    client = strict_gateway.client
+    url = f"/v1/products/{product_id()}/stock"  # browse class: 3 requests, 2 tokens/s
+    assert [(await client.get(url)).status_code for _ in range(4)] == [404, 404, 404, 429]
+    forged = {"Authorization": "Bearer stale-or-forged"}
+    assert (await client.get(url, headers=forged)).status_code == 401
+    shopper = strict_gateway.auth(new_user("frank"))
+    assert (await client.get(url, headers=shopper)).status_code == 404  # through to inventory
+
+
 async def test_a_user_without_the_admin_role_is_refused_from_their_own_bucket(
     strict_gateway: Gateway,
 ) -> None:
