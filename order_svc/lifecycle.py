@@ -177,7 +177,8 @@ class OrderLifecycle:
 
     async def _cancel_pending(self, order: Order) -> Order | None:
         """Cancel a checkout that has not completed: only when no request is driving it right now.
-        None when the order is no longer PENDING (its checkout completed or failed meanwhile)."""
+        None when the order is no longer PENDING and not cancelled by this call (its checkout
+        completed or failed meanwhile, or a driver that took the lease over ended it)."""
         owner = uuid.uuid4()
         async with transaction(self._pool) as conn:
             taken = await store.take_lease(conn, order.id, owner, self._lease_seconds, pending_only=True)
@@ -192,6 +193,7 @@ class OrderLifecycle:
             async with self._saga.renewing_lease(order.id, owner, name="cancel-lease"):
                 charge = await self._saga.payments.void(payment_key(order.id))
                 if charge is not None and charge.status == "captured":
+                    await self._saga.check_lease(order.id, owner)  # a new driver may be completing it
                     await self._saga.payments.refund(payment_key(order.id))
                 payment = PaymentStatus.REFUNDED if charge is not None and charge.captured else None
                 await self._saga.fail(
@@ -210,7 +212,9 @@ class OrderLifecycle:
         ended = await self._saga.load(order.id)
         if ended.status == OrderStatus.PENDING:  # another driver took the lease over: not cancelled
             raise Aborted("the checkout of this order is in progress; retry later", reason="ABORTED")
-        return ended
+        # another driver that took the lease over ended it otherwise (a PAID one is then cancelled
+        # through the refund saga by the caller, as if its checkout had completed before the cancel)
+        return ended if ended.status == OrderStatus.CANCELLED else None
 
     async def _move(
         self, order_id: uuid.UUID, target: OrderStatus, changes: dict[str, object] | None = None

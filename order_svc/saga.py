@@ -103,6 +103,14 @@ class OrderSaga:
         async with keep_renewing(renew, seconds / 3, name=f"{name}:{order_id}"):
             yield
 
+    async def check_lease(self, order_id: uuid.UUID, owner: uuid.UUID) -> None:
+        """Renew the lease `owner` took, or raise Superseded when someone else holds it now: for a
+        compensation about to give something back (stock, money) that a new driver may be using."""
+        async with connection(self._pool) as conn:
+            held = await store.renew_lease(conn, order_id, owner, self._settings.idempotency_lease_seconds)
+        if not held:
+            raise Superseded()
+
     # --- driving a pending order forward --------------------------------------------------------
 
     async def advance(
@@ -402,12 +410,7 @@ class OrderSaga:
         if restock:
             # a driver that lost the lease (stalled past it) must not give back units the order's new
             # driver may have committed and is about to sell: checked (and renewed) right before
-            async with connection(self._pool) as conn:
-                held = await store.renew_lease(
-                    conn, order.id, lease_owner, self._settings.idempotency_lease_seconds
-                )
-            if not held:
-                raise Superseded()
+            await self.check_lease(order.id, lease_owner)
             # gives back committed units, or fences a commit still in flight: idempotent by order id
             restocked = await self._inventory.restock(order.id, reason=error.reason.lower())
             self._failpoints.hit("after_restock")

@@ -325,6 +325,34 @@ async def test_a_cancel_whose_lease_was_taken_over_is_not_reported_as_done(mesh,
     assert status == "pending"
 
 
+async def test_a_cancel_that_lost_its_lease_refunds_nothing_the_new_driver_may_complete(mesh, monkeypatch):
+    """The cancel voided the key and found a capture; if another driver took the lease over
+    meanwhile, that driver may be completing the order with that capture: refunding it would leave
+    a PAID order with its money gone. The cancel checks its lease first, and answers ABORTED."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    order_id = await _pending_order(mesh, user, await new_product(mesh, stock=5))
+    sql(  # captured under the order's key meanwhile (a retry of the checkout, say)
+        mesh.database_url,
+        "INSERT INTO orders.sandbox_charges (idempotency_key, reference, status, amount, currency)"
+        " SELECT 'order:' || id, 'ch_retry', 'captured', total, 'USD' FROM orders.orders WHERE id = %s",
+        order_id,
+    )
+    void = SandboxProvider.void
+
+    async def void_then_lose_the_lease(provider, key):
+        charge = await void(provider, key)
+        _take_the_lease_over(mesh, user)
+        return charge
+
+    monkeypatch.setattr(SandboxProvider, "void", void_then_lose_the_lease)
+    async with order_app(_in_process(mesh)) as app:
+        with pytest.raises(Aborted):
+            await app.lifecycle.cancel(Principal(user, ()), order_id, "")
+
+    assert [status for status, _, _ in captures(mesh.database_url, order_id)] == ["captured"]
+
+
 async def test_cancelling_a_checkout_left_pending_gives_the_stock_back(mesh):
     await start_order_mesh(mesh)
     user = user_id()
