@@ -4,8 +4,14 @@ Each poll's records are applied in one DB transaction: it first inserts every (c
 into `processed_events` in one statement, and the handler runs only for the ids that statement
 inserted (a redelivered event hits the primary key and is skipped; an id seen twice in one batch
 runs once). Offsets are committed to Kafka only after that transaction commits, so a crash
-re-delivers (at least once) and the de-duplication makes the effect exactly once. A handler that
-fails rolls the whole batch back; the consumer restarts and meets the same records again.
+re-delivers (at least once) and the de-duplication makes the effect exactly once.
+
+A failing batch: an error of the moment (database or network away, a deadlock) rolls it back and the
+consumer restarts and meets the same records again. Any other error means a record the handler
+cannot apply (unreadable, or a bug): the batch is then applied record by record, each in its own
+transaction, and a record that still fails after DEAD_LETTER_ATTEMPTS is parked in `dead_letters`
+with its processed_events row, so one bad record never stops its partition, and with it the
+consumer, forever. Parked records are counted (outcome "dead_lettered") and logged.
 
 One transaction per batch instead of per event: an event's own transaction was ~4 round trips and
 most of catalog_svc's consumer CPU under checkout load. Events the consumer has no use for (`select`
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -29,6 +36,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from meshkit import metrics
 from meshkit.context import request_id_var
+from meshkit.errors import Unavailable
 from meshkit.tracing import extract_context
 
 log = logging.getLogger("meshkit.consumer")
@@ -45,6 +53,21 @@ Selector = Callable[[ConsumerRecord], bool]
 # idle and, under load, competed with the serving thread for the GIL 4 times a second. The
 # coordinator still caps each wait at the next heartbeat (3 s), so a rebalance is joined as promptly.
 IDLE_WAIT_MS = 5000
+DEAD_LETTER_ATTEMPTS = 3
+# errors of the moment: retry the whole batch after a restart, never park a record for them
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock timeout
+# connection, insufficient resources, operator intervention (shutdown), system error
+_RETRYABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
+
+
+def is_transient(error: BaseException) -> bool:
+    """An error that says nothing about the record: the database, Kafka or a peer is away or busy."""
+    passing = (Unavailable, psycopg.OperationalError, psycopg.InterfaceError, ConnectionError, TimeoutError)
+    if isinstance(error, passing):
+        return True
+    if not isinstance(error, psycopg.Error) or not error.sqlstate:
+        return False
+    return error.sqlstate in _RETRYABLE_SQLSTATES or error.sqlstate[:2] in _RETRYABLE_SQLSTATE_CLASSES
 
 
 def header_of(record: ConsumerRecord, name: str) -> str:
@@ -131,21 +154,96 @@ class DedupConsumer:
 
     async def _apply_batch(self, records: list[ConsumerRecord]) -> None:
         wanted: list[tuple[uuid.UUID, ConsumerRecord]] = []
+        unreadable: list[tuple[uuid.UUID, ConsumerRecord, Exception]] = []
         ignored = 0
         for record in records:
             event_id = event_id_of(record)
             if event_id is None:
                 log.warning("event without event-id header skipped", extra={"topic": record.topic})
                 continue
-            if self._select is not None and not self._select(record):
+            try:
+                selected = self._select is None or self._select(record)
+            except Exception as error:  # the selector decodes: it will fail the same way every time
+                unreadable.append((event_id, record, error))
+                continue
+            if not selected:
                 ignored += 1
                 continue
             wanted.append((event_id, record))
-        counter = metrics.kafka_events_consumed_total
         if ignored:
-            counter.labels(self._group, "ignored").inc(ignored)
+            metrics.kafka_events_consumed_total.labels(self._group, "ignored").inc(ignored)
+        for event_id, record, error in unreadable:
+            await self._dead_letter(event_id, record, error, attempts=1)
         if not wanted:
             return
+        try:
+            await self._apply_in_one_transaction(wanted)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            log.warning(
+                "a batch failed; applying its records one by one",
+                extra={"group": self._group, "records": len(wanted), "error": repr(error)[:300]},
+            )
+            for event_id, record in wanted:
+                await self._apply_alone_or_park(event_id, record)
+
+    async def _apply_alone_or_park(self, event_id: uuid.UUID, record: ConsumerRecord) -> None:
+        for attempt in range(1, DEAD_LETTER_ATTEMPTS + 1):
+            try:
+                await self._apply_in_one_transaction([(event_id, record)])
+                return
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                if attempt == DEAD_LETTER_ATTEMPTS:
+                    await self._dead_letter(event_id, record, error, attempts=attempt)
+
+    async def _dead_letter(
+        self, event_id: uuid.UUID, record: ConsumerRecord, error: Exception, *, attempts: int
+    ) -> None:
+        """Park a record nothing can apply, with its processed_events row (one transaction)."""
+        headers = {key: (value or b"").decode("utf-8", "replace") for key, value in record.headers or []}
+        async with self._pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                "INSERT INTO processed_events (consumer, event_id) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                (self._name, event_id),
+            )
+            if await cur.fetchone() is None:
+                return  # applied (or parked) by another member meanwhile
+            await conn.execute(
+                "INSERT INTO dead_letters (consumer, event_id, topic, kafka_partition, kafka_offset,"
+                " record_key, payload, headers, error, attempts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (consumer, event_id) DO NOTHING",
+                (
+                    self._name,
+                    event_id,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    record.key,
+                    record.value,
+                    json.dumps(headers),
+                    repr(error)[:2000],
+                    attempts,
+                ),
+            )
+        metrics.kafka_events_consumed_total.labels(self._group, "dead_lettered").inc()
+        log.error(
+            "event parked in dead_letters: it cannot be applied",
+            extra={
+                "group": self._group,
+                "event_id": str(event_id),
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "error": repr(error)[:300],
+            },
+        )
+
+    async def _apply_in_one_transaction(self, wanted: list[tuple[uuid.UUID, ConsumerRecord]]) -> None:
+        counter = metrics.kafka_events_consumed_total
         async with self._pool.connection() as conn, conn.transaction():
             cur = await conn.execute(
                 "INSERT INTO processed_events (consumer, event_id) SELECT %s, unnest(%s::uuid[])"

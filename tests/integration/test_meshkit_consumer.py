@@ -1,7 +1,8 @@
 """meshkit's DedupConsumer against real Kafka and PostgreSQL: a poll's records are applied in one
 transaction, each event id once (also when it comes twice in one batch or is redelivered later),
-records the selector refuses never touch the database, and a handler failure rolls the batch back
-so that a restarted consumer applies every record exactly once."""
+records the selector refuses never touch the database, a transient failure rolls the batch back so
+that a restarted consumer applies every record exactly once, and a record that can never be applied
+is parked in dead_letters instead of stopping its partition."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from meshkit.context import request_id_var
 from meshkit.db import open_pool
 from meshkit.kafka import ensure_topics
 
-SHARED_MIGRATION = Path(__file__).resolve().parents[2] / "meshkit" / "migrations" / "0001_outbox.sql"
+SHARED_MIGRATIONS = sorted((Path(__file__).resolve().parents[2] / "meshkit" / "migrations").glob("*.sql"))
 
 
 @pytest.fixture
@@ -29,7 +30,8 @@ async def schema_pool(test_database, unique_name):
     with psycopg.connect(test_database, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(schema)))
-        conn.execute(SHARED_MIGRATION.read_text())
+        for migration in SHARED_MIGRATIONS:
+            conn.execute(migration.read_text())
         conn.execute("CREATE TABLE effects (event_id uuid NOT NULL, value text NOT NULL)")
     pool = await open_pool(test_database, schema=schema, min_size=1, max_size=4)
     try:
@@ -117,7 +119,7 @@ async def _count(pool, table: str, want: int) -> bool:
     return n >= want
 
 
-async def test_a_failing_handler_rolls_back_its_batch_and_a_restart_applies_it_exactly_once(
+async def test_a_transient_failure_rolls_back_its_batch_and_a_restart_applies_it_exactly_once(
     schema_pool, infra_endpoints, unique_name, mesh
 ):
     bootstrap = infra_endpoints.kafka_bootstrap
@@ -134,14 +136,14 @@ async def test_a_failing_handler_rolls_back_its_batch_and_a_restart_applies_it_e
             (dict(record.headers)["event-id"].decode(), record.value.decode()),
         )
         if record.value == b"v4" and failing["armed"]:
-            raise RuntimeError("handler failed on v4")
+            raise psycopg.OperationalError("the database went away on v4")
 
     def consumer() -> DedupConsumer:
         return DedupConsumer(
             bootstrap=bootstrap, topics=[topic], group_id=group, pool=schema_pool, handler=handler
         )
 
-    with pytest.raises(RuntimeError, match="v4"):
+    with pytest.raises(psycopg.OperationalError, match="v4"):
         await asyncio.wait_for(consumer().run(), timeout=60)
     # the batch holding v4 was rolled back whole; whatever committed before it is there once
     before = [value for _, value in await _rows(schema_pool, "SELECT event_id, value FROM effects")]
@@ -155,6 +157,62 @@ async def test_a_failing_handler_rolls_back_its_batch_and_a_restart_applies_it_e
     assert after == [f"v{i}" for i in range(6)]
     [(recorded,)] = await _rows(schema_pool, "SELECT count(*) FROM processed_events")
     assert recorded == 6
+
+
+async def test_a_record_that_can_never_be_applied_is_parked_and_the_rest_flow_on(
+    schema_pool, infra_endpoints, unique_name, mesh
+):
+    """A handler that always fails on one record (a bug, unreadable bytes) rolled its batch back,
+    and the restarted consumer met it again, forever: nothing after it on the partition was ever
+    applied. It is parked in dead_letters (with its processed_events row) after a few attempts; so is
+    a record the selector cannot even read."""
+    bootstrap = infra_endpoints.kafka_bootstrap
+    topic = unique_name(f"consumer-poison-{mesh.suffix}")
+    await asyncio.to_thread(ensure_topics, bootstrap, [topic], partitions=1)
+    events = [(uuid.uuid4(), f"v{i}".encode()) for i in range(6)]
+    events[2] = (events[2][0], b"unreadable")
+    await asyncio.to_thread(_produce, bootstrap, topic, events)
+    attempts = {"v4": 0}
+
+    async def handler(conn, record):
+        if record.value == b"v4":
+            attempts["v4"] += 1
+            raise ValueError("cannot apply v4")
+        await conn.execute(
+            "INSERT INTO effects (event_id, value) VALUES (%s, %s)",
+            (dict(record.headers)["event-id"].decode(), record.value.decode()),
+        )
+
+    def select(record) -> bool:
+        if record.value == b"unreadable":
+            raise ValueError("not an event")
+        return True
+
+    consumer = DedupConsumer(
+        bootstrap=bootstrap,
+        topics=[topic],
+        group_id=unique_name(f"group-{mesh.suffix}"),
+        pool=schema_pool,
+        handler=handler,
+        select=select,
+    )
+    async with _running(consumer):
+        await _until(lambda: _count(schema_pool, "effects", 4))
+        later = uuid.uuid4()  # the partition still moves after the bad records
+        await asyncio.to_thread(_produce, bootstrap, topic, [(later, b"v6")])
+        await _until(lambda: _count(schema_pool, "effects", 5))
+    effects = sorted(value for _, value in await _rows(schema_pool, "SELECT event_id, value FROM effects"))
+    assert effects == ["v0", "v1", "v3", "v5", "v6"]
+    parked = await _rows(
+        schema_pool, "SELECT event_id, payload, attempts, error FROM dead_letters ORDER BY kafka_offset"
+    )
+    assert [(event_id, bytes(payload), n) for event_id, payload, n, _ in parked] == [
+        (events[2][0], b"unreadable", 1),
+        (events[4][0], b"v4", 3),
+    ]
+    assert "cannot apply v4" in parked[1][3] and attempts["v4"] >= 3
+    recorded = {row[0] for row in await _rows(schema_pool, "SELECT event_id FROM processed_events")}
+    assert {events[2][0], events[4][0], later} <= recorded
 
 
 async def test_a_handler_runs_with_the_producing_requests_id(schema_pool, infra_endpoints, unique_name, mesh):
