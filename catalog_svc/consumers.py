@@ -101,9 +101,23 @@ class IndexSync:
                 return 0
             rows = await index_store.index_rows(conn, [pid for pid, _ in marks])
         docs = [document(p, in_stock=in_stock, inventory_version=inv) for p, in_stock, inv in rows]
-        written = await self._index.write_documents(docs)
+        rejected = 0
+        try:
+            written = await self._index.write_documents(docs)
+        except BulkError as error:
+            if error.retryable:
+                raise
+            # refused for what they are: a retry would meet the same refusal, and keeping their marks
+            # would put them at the head of every batch, the queue behind them stuck for good
+            written, rejected = error.written, len(error.rejected)
+            metrics.index_sync_documents_total.labels("rejected").inc(rejected)
+            log.error(
+                "index sync: OpenSearch rejected documents; their marks are dropped (shopctl search"
+                " reconcile or the product's next change rewrites them once the cause is fixed)",
+                extra={"product_ids": sorted(error.rejected)[:20], "error": str(error)[:300]},
+            )
         metrics.index_sync_documents_total.labels("written").inc(written)
-        metrics.index_sync_documents_total.labels("skipped_stale").inc(len(docs) - written)
+        metrics.index_sync_documents_total.labels("skipped_stale").inc(len(docs) - written - rejected)
         async with connection(self._pool) as conn:
             await index_store.clear_dirty(conn, marks)
             metrics.index_dirty_backlog.set(await index_store.dirty_count(conn))

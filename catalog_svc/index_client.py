@@ -50,7 +50,17 @@ COMPACT_TIMEOUT_SECONDS = 1800.0
 
 
 class BulkError(RuntimeError):
-    """Some documents of a bulk request failed for a reason other than a stale version."""
+    """Some documents of a bulk request failed for a reason other than a stale version.
+
+    `rejected`: the documents OpenSearch refused for what they are (a 4xx: a mapping conflict, an
+    unparsable value), which a retry would meet again; `retryable`: some failed for a reason of the
+    moment (429, 5xx), so the whole request is worth sending again. `written`: how many went in."""
+
+    def __init__(self, message: str, *, rejected: dict[int, str], retryable: bool, written: int) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+        self.retryable = retryable
+        self.written = written
 
 
 class _Connection(asyncio.Protocol):
@@ -456,6 +466,8 @@ class SearchIndex:
         reply = await self.client.bulk(body=lines, params=params, request_timeout=max(self._timeout, 30))
         written = 0
         failures = []
+        rejected: dict[int, str] = {}
+        retryable = False
         for item in reply["items"]:
             result = item["index"]
             status = result.get("status", 500)
@@ -463,8 +475,17 @@ class SearchIndex:
                 written += 1
             elif status != 409:  # 409: the index already has this or newer state
                 failures.append(f"{result.get('_id')}: {status} {result.get('error')}")
+                if status == 429 or status >= 500:
+                    retryable = True
+                else:
+                    rejected[int(result["_id"])] = str(result.get("error"))[:300]
         if failures:
-            raise BulkError(f"{len(failures)} documents failed, e.g. {failures[0]}"[:500])
+            raise BulkError(
+                f"{len(failures)} documents failed, e.g. {failures[0]}"[:500],
+                rejected=rejected,
+                retryable=retryable,
+                written=written,
+            )
         return written
 
     async def fetch_states(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
+import pytest
 import pytest_asyncio
 from google.protobuf import field_mask_pb2
 from shop.catalog.v1 import catalog_pb2 as pb
@@ -16,7 +17,7 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 from catalog_svc import jobs, search_os
 from catalog_svc.config import CatalogSettings
-from catalog_svc.index_client import SearchIndex, build_client
+from catalog_svc.index_client import BulkError, SearchIndex, build_client
 from meshkit.db import open_pool
 from meshkit.settings import load_settings
 from tests.integration.catalog_helpers import (
@@ -298,6 +299,26 @@ async def test_only_newer_writes_skip_a_document_already_at_that_version(index_a
         assert stored["_seq_no"] == seq_no + 1  # exactly one write after the first
         # without only_newer, the same version is rewritten (what the sync loop and reconcile rely on)
         assert await index.write_documents([_doc(1, 4, "rewritten")], index=name) == 1
+    finally:
+        await index.client.indices.delete(index=name, ignore_unavailable=True)
+
+
+async def test_a_rejected_document_is_named_and_the_rest_of_the_bulk_is_written(index_and_pool):
+    """A document OpenSearch refuses for what it is (here an unknown field under the strict mapping,
+    as after a rollout with a changed document) failed the whole sync batch again and again, and its
+    mark sat at the head of every batch: the sync loop now drops such marks, told apart by
+    BulkError.rejected / retryable from failures worth a retry."""
+    index, _pool, _settings = index_and_pool
+    name = index.new_index_name()
+    await index.create_index(name)
+    try:
+        bad = {**_doc(2, 1, "bad"), "not_in_the_mapping": "x"}
+        with pytest.raises(BulkError) as failed:
+            await index.write_documents([_doc(1, 1, "good"), bad], index=name, refresh=True)
+        assert set(failed.value.rejected) == {2} and "strict_dynamic_mapping" in failed.value.rejected[2]
+        assert not failed.value.retryable and failed.value.written == 1
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{OPENSEARCH}/{name}/_doc/1")).json()["found"] is True
     finally:
         await index.client.indices.delete(index=name, ignore_unavailable=True)
 
