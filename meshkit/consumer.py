@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 import psycopg
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from psycopg_pool import AsyncConnectionPool
@@ -285,9 +286,19 @@ class DedupConsumer:
     def _commit_and_report_lag(self) -> None:
         """After a batch: one hop to the worker thread for both (each hop wakes the event loop)."""
         consumer = self._consumer
-        if consumer is not None:
+        if consumer is None:
+            return
+        try:
             consumer.commit()
-            self._report_lag()
+        except (CommitFailedError, RebalanceInProgressError) as error:
+            # the group is rebalancing: the batch is applied (and recorded) in the database; the
+            # next poll rejoins, and whoever gets the partitions meets these records again and skips
+            # them by event id. Rebuilding the consumer here would leave and join the group once more.
+            log.warning(
+                "offset commit refused during a rebalance", extra={"group": self._group, "error": repr(error)}
+            )
+            return
+        self._report_lag()
 
     def _report_lag(self, *, from_committed: bool = False) -> None:
         """Messages behind the log end per topic, over this consumer's partitions. After a batch the

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -38,6 +39,8 @@ from meshkit.outbox import OutboxRelay
 from meshkit.settings import CommonSettings
 from meshkit.tracing import configure_tracing, instrument_grpc
 
+# a background task that ran this long before it crashed restarts after the shortest delay again
+HEALTHY_RUN_SECONDS = 60.0
 log = logging.getLogger("meshkit.server")
 AUDIT_METHOD_PREFIX = f"/{AUDIT_SERVICE_DESCRIPTOR.full_name}/"
 
@@ -60,6 +63,7 @@ class Runtime:
         async def supervised() -> None:
             delay = 0.5
             while True:
+                started = time.monotonic()
                 try:
                     await factory()
                     return
@@ -67,6 +71,8 @@ class Runtime:
                     raise
                 except Exception:
                     log.exception("background task crashed; restarting", extra={"task": name})
+                    if time.monotonic() - started > HEALTHY_RUN_SECONDS:
+                        delay = 0.5  # it ran well before this crash: not a crash loop
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
 

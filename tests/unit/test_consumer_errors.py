@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 from psycopg import errors
 
-from meshkit.consumer import is_transient
+from meshkit.consumer import DedupConsumer, is_transient
 from meshkit.errors import Unavailable
 
 
@@ -43,3 +44,27 @@ def test_errors_of_the_moment_retry_the_batch(error) -> None:
 )
 def test_errors_of_the_record_park_it(error) -> None:
     assert not is_transient(error)
+
+
+class _RebalancingConsumer:
+    """Stands in for KafkaConsumer at the moment the group rebalances: commit() is refused."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.lag_read = False
+
+    def commit(self) -> None:
+        raise self.error
+
+    def assignment(self) -> set:
+        self.lag_read = True
+        return set()
+
+
+@pytest.mark.parametrize("error", [CommitFailedError("rebalanced"), RebalanceInProgressError()])
+def test_a_commit_refused_by_a_rebalance_does_not_crash_the_consumer(error) -> None:
+    """It crashed the consumer, whose rebuild left and joined the group again: rebalance storms."""
+    consumer = DedupConsumer(bootstrap="127.0.0.1:9", topics=["t"], group_id="g", pool=None, handler=None)
+    consumer._consumer = _RebalancingConsumer(error)
+    consumer._commit_and_report_lag()  # no exception: the next poll rejoins
+    assert consumer._consumer.lag_read is False
