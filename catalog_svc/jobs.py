@@ -169,14 +169,19 @@ async def reconcile(
                 if p.id in truth and truth[p.id][1] != in_stock
             ]
             if wrong:
-                repaired = 0
+                fixed: list[int] = []
                 async with transaction(pool) as conn:
                     for pid, available, in_stock in wrong:
-                        repaired += await index_store.repair_stock(
+                        if await index_store.repair_stock(
                             conn, product_id=pid, in_stock=in_stock, available=available, asked_at=asked_at
-                        )
+                        ):
+                            fixed.append(pid)
+                    # the sync loop rewrites them too: a pass of it that read the rows before this
+                    # repair could otherwise write its older document after ours, at the same version
+                    await index_store.mark_dirty(conn, fixed)
                     rows = await index_store.index_rows(conn, ids)
                     rows.sort(key=lambda r: r[0].id)
+                repaired = len(fixed)
                 report.stock_repaired += repaired
                 metrics.reconcile_repairs_total.labels("stock").inc(repaired)
         states = await index.fetch_states(ids)
