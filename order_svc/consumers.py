@@ -1,7 +1,8 @@
 """inventory-events consumer: a lapsed reservation makes its cart line show as expired.
 
 Runs through meshkit's DedupConsumer, so each event id is applied once, in the transaction that
-marks the cart reservation lapsed. The cache is invalidated after that transaction commits.
+marks the cart reservation lapsed. The cache is invalidated inside that transaction, just before it
+commits (the handler says why that is enough).
 """
 
 from __future__ import annotations
