@@ -27,6 +27,7 @@ from catalog_svc import index_store, metrics, recs_store
 from catalog_svc.index_client import BulkError, SearchIndex
 from catalog_svc.search_os import document
 from meshkit.db import CONNECTION_ERRORS, connection
+from meshkit.errors import Unavailable
 
 log = logging.getLogger("catalog_svc.consumers")
 
@@ -132,7 +133,14 @@ class IndexSync:
                     await self._index.ensure_alias()
                 handled = await self.sync_once()
                 backoff, failed = self._poll, False
-            except (OpenSearchException, BulkError, TimeoutError, OSError, *CONNECTION_ERRORS) as exc:
+            except (
+                OpenSearchException,
+                BulkError,
+                TimeoutError,
+                OSError,
+                Unavailable,
+                *CONNECTION_ERRORS,
+            ) as exc:
                 metrics.index_sync_documents_total.labels("failed_batch").inc()
                 log.warning("index sync failed; will retry", extra={"error": repr(exc)[:300]})
                 failed = True
