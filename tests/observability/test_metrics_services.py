@@ -14,6 +14,7 @@ from kafka import KafkaProducer
 from shop.events.v1 import events_pb2
 
 from meshkit.kafka import ensure_topics
+from tests.integration.order_helpers import sql
 from tests.observability.scrape import Samples, scrape, wait_for
 from tests.observability.shop import Shop
 
@@ -168,9 +169,10 @@ async def test_gateway_requests_and_the_limiter_fail_open_counter_move(shop: Sho
         await shop.restart("gateway")
 
 
-async def test_an_event_the_consumer_keeps_failing_on_shows_as_growing_lag(shop: Shop) -> None:
-    """order_svc reads a topic of its own here whose first event cannot be parsed: the consumer fails
-    on it again and again, and the events queued behind it must show as lag (not a frozen gauge)."""
+async def test_an_event_the_consumer_cannot_apply_is_parked_and_counted_and_the_rest_flow(shop: Shop) -> None:
+    """order_svc reads a topic of its own here whose first event cannot be parsed. The consumer failed
+    on it forever, the events behind it piling up as lag; it parks it in dead_letters now (counted as
+    outcome "dead_lettered", what KafkaEventsDeadLettered watches), and the lag behind it drains."""
     topic = f"obs-poison-{shop.mesh.suffix}-{uuid.uuid4().hex[:10]}"  # the suffix: deleted with the session
     bootstrap = shop.mesh.env["SHOPMESH_KAFKA_BOOTSTRAP"]
     await asyncio.to_thread(ensure_topics, bootstrap, [topic], partitions=1)
@@ -178,13 +180,26 @@ async def test_an_event_the_consumer_keeps_failing_on_shows_as_growing_lag(shop:
     await shop.restart("order_svc", SHOPMESH_TOPIC_INVENTORY_EVENTS=topic)
     try:
         group = f"order_svc.{topic}"
-        stuck = await wait_for(
-            shop.mesh.metrics_url("order_svc"),
-            lambda s: (s.get("kafka_consumer_lag", group=group, topic=topic) or 0) >= 31,
-            timeout=30,
+
+        def drained(s) -> bool:
+            return (
+                s.get("kafka_events_consumed_total", group=group, outcome="dead_lettered") == 1
+                and s.get("kafka_events_consumed_total", group=group, outcome="ignored") == 30
+                and s.get("kafka_consumer_lag", group=group, topic=topic) == 0
+            )
+
+        done = await wait_for(shop.mesh.metrics_url("order_svc"), drained, timeout=30)
+        assert drained(done), (
+            done.get("kafka_events_consumed_total", group=group, outcome="dead_lettered"),
+            done.get("kafka_consumer_lag", group=group, topic=topic),
         )
-        assert stuck.get("kafka_consumer_lag", group=group, topic=topic) == 31
-        assert stuck.value("kafka_events_consumed_total", group=group) == 0
+        assert done.get("kafka_events_consumed_total", group=group, outcome="applied") in (None, 0)
+        parked = sql(
+            shop.mesh.database_url,
+            "SELECT topic, kafka_offset, attempts FROM orders.dead_letters WHERE topic = %s",
+            topic,
+        )
+        assert parked == [(topic, 0, 1)]  # the selector cannot read it: parked at once
     finally:
         await shop.restart("order_svc")
 
