@@ -55,6 +55,8 @@ Selector = Callable[[ConsumerRecord], bool]
 # coordinator still caps each wait at the next heartbeat (3 s), so a rebalance is joined as promptly.
 IDLE_WAIT_MS = 5000
 DEAD_LETTER_ATTEMPTS = 3
+# namespace of the ids a record without an event-id header is parked under (topic:partition:offset)
+NO_EVENT_ID = uuid.UUID("6f1d8f3e-2b7a-4c55-9a49-6c1f3b0e9d21")
 # errors of the moment: retry the whole batch after a restart, never park a record for them
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock timeout
 # connection, insufficient resources, operator intervention (shutdown), system error
@@ -159,8 +161,9 @@ class DedupConsumer:
         ignored = 0
         for record in records:
             event_id = event_id_of(record)
-            if event_id is None:
-                log.warning("event without event-id header skipped", extra={"topic": record.topic})
+            if event_id is None:  # no producer of ours writes one: parked, under an id of its place
+                where = f"{record.topic}:{record.partition}:{record.offset}"
+                unreadable.append((uuid.uuid5(NO_EVENT_ID, where), record, ValueError("no event-id header")))
                 continue
             try:
                 selected = self._select is None or self._select(record)

@@ -52,6 +52,15 @@ def _produce(bootstrap: str, topic: str, events: list[tuple[uuid.UUID, bytes]]) 
         producer.close()
 
 
+def _produce_without_event_id(bootstrap: str, topic: str, value: bytes) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","))
+    try:
+        producer.send(topic, key=b"one-partition", value=value)
+        producer.flush(timeout=10)
+    finally:
+        producer.close()
+
+
 async def _rows(pool, query: str) -> list[tuple]:
     async with pool.connection() as conn:
         cur = await conn.execute(query)
@@ -198,6 +207,7 @@ async def test_a_record_that_can_never_be_applied_is_parked_and_the_rest_flow_on
     )
     async with _running(consumer):
         await _until(lambda: _count(schema_pool, "effects", 4))
+        await asyncio.to_thread(_produce_without_event_id, bootstrap, topic, b"anonymous")
         later = uuid.uuid4()  # the partition still moves after the bad records
         await asyncio.to_thread(_produce, bootstrap, topic, [(later, b"v6")])
         await _until(lambda: _count(schema_pool, "effects", 5))
@@ -206,10 +216,13 @@ async def test_a_record_that_can_never_be_applied_is_parked_and_the_rest_flow_on
     parked = await _rows(
         schema_pool, "SELECT event_id, payload, attempts, error FROM dead_letters ORDER BY kafka_offset"
     )
-    assert [(event_id, bytes(payload), n) for event_id, payload, n, _ in parked] == [
-        (events[2][0], b"unreadable", 1),
-        (events[4][0], b"v4", 3),
+    assert [(bytes(payload), n) for _, payload, n, _ in parked] == [
+        (b"unreadable", 1),
+        (b"v4", 3),
+        (b"anonymous", 1),
     ]
+    assert [event_id for event_id, *_ in parked[:2]] == [events[2][0], events[4][0]]
+    assert "no event-id header" in parked[2][3]
     assert "cannot apply v4" in parked[1][3] and attempts["v4"] >= 3
     recorded = {row[0] for row in await _rows(schema_pool, "SELECT event_id FROM processed_events")}
     assert {events[2][0], events[4][0], later} <= recorded
