@@ -52,6 +52,12 @@ def _produce(bootstrap: str, topic: str, events: list[tuple[uuid.UUID, bytes]]) 
         producer.close()
 
 
+def _consumer(bootstrap: str, topic: str, group: str, pool, handler, select=None) -> DedupConsumer:
+    return DedupConsumer(
+        bootstrap=bootstrap, topics=[topic], group_id=group, pool=pool, handler=handler, select=select
+    )
+
+
 def _produce_without_event_id(bootstrap: str, topic: str, value: bytes) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap.split(","))
     try:
@@ -92,13 +98,13 @@ async def test_each_event_id_applies_once_and_refused_records_skip_the_database(
             (dict(record.headers)["event-id"].decode(), record.value.decode()),
         )
 
-    consumer = DedupConsumer(
-        bootstrap=bootstrap,
-        topics=[topic],
-        group_id=unique_name(f"group-{mesh.suffix}"),
-        pool=schema_pool,
-        handler=handler,
-        select=lambda record: record.value.startswith(b"keep:"),
+    consumer = _consumer(
+        bootstrap,
+        topic,
+        unique_name(f"group-{mesh.suffix}"),
+        schema_pool,
+        handler,
+        lambda record: record.value.startswith(b"keep:"),
     )
     async with _running(consumer):
         await _until(lambda: _count(schema_pool, "effects", 2))
@@ -197,14 +203,7 @@ async def test_a_record_that_can_never_be_applied_is_parked_and_the_rest_flow_on
             raise ValueError("not an event")
         return True
 
-    consumer = DedupConsumer(
-        bootstrap=bootstrap,
-        topics=[topic],
-        group_id=unique_name(f"group-{mesh.suffix}"),
-        pool=schema_pool,
-        handler=handler,
-        select=select,
-    )
+    consumer = _consumer(bootstrap, topic, unique_name(f"group-{mesh.suffix}"), schema_pool, handler, select)
     async with _running(consumer):
         await _until(lambda: _count(schema_pool, "effects", 4))
         await asyncio.to_thread(_produce_without_event_id, bootstrap, topic, b"anonymous")

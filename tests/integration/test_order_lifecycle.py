@@ -267,6 +267,18 @@ async def test_a_driver_that_lost_its_lease_does_not_restock_what_the_new_driver
     assert (stock.quantity, stock.reserved) == (3, 0)  # still committed to the order
 
 
+def _lose_the_lease_right_after_the_void(mesh, user: str, monkeypatch) -> None:
+    """A cancel's void of the payment key returns, and another driver has taken its lease over."""
+    void = SandboxProvider.void
+
+    async def void_then_lose_the_lease(provider, key):
+        charge = await void(provider, key)
+        _take_the_lease_over(mesh, user)
+        return charge
+
+    monkeypatch.setattr(SandboxProvider, "void", void_then_lose_the_lease)
+
+
 async def _pending_order(mesh, user: str, product: int) -> str:
     await add(mesh, user, product, 2)
     with pytest.raises(grpc.aio.AioRpcError) as caught:  # the provider never answers: left PENDING
@@ -308,14 +320,7 @@ async def test_a_cancel_whose_lease_was_taken_over_is_not_reported_as_done(mesh,
     await start_order_mesh(mesh)
     user = user_id()
     order_id = await _pending_order(mesh, user, await new_product(mesh, stock=5))
-    void = SandboxProvider.void
-
-    async def void_then_lose_the_lease(provider, key):
-        charge = await void(provider, key)
-        _take_the_lease_over(mesh, user)
-        return charge
-
-    monkeypatch.setattr(SandboxProvider, "void", void_then_lose_the_lease)
+    _lose_the_lease_right_after_the_void(mesh, user, monkeypatch)
     settings = _in_process(mesh)
     async with order_app(settings) as app:
         with pytest.raises(Aborted):
@@ -338,14 +343,7 @@ async def test_a_cancel_that_lost_its_lease_refunds_nothing_the_new_driver_may_c
         " SELECT 'order:' || id, 'ch_retry', 'captured', total, 'USD' FROM orders.orders WHERE id = %s",
         order_id,
     )
-    void = SandboxProvider.void
-
-    async def void_then_lose_the_lease(provider, key):
-        charge = await void(provider, key)
-        _take_the_lease_over(mesh, user)
-        return charge
-
-    monkeypatch.setattr(SandboxProvider, "void", void_then_lose_the_lease)
+    _lose_the_lease_right_after_the_void(mesh, user, monkeypatch)
     async with order_app(_in_process(mesh)) as app:
         with pytest.raises(Aborted):
             await app.lifecycle.cancel(Principal(user, ()), order_id, "")
