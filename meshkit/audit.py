@@ -278,20 +278,9 @@ async def purge_batch(
     batch_size: int = 1000,
     after: str = "",
 ) -> tuple[int, str | None]:
-    """Retention, step 2: delete one batch of archived records past the total retention, chains
-    (resources) after `after` only. Returns (purged, the `after` of the next batch, or None when
-    done). Each batch is its own transaction; purging re-bases the chain heads, and only records
-    that verify are purged (`_purge_verified`)."""
-    return await _purge_verified(
-        conn, cutoff=now - dt.timedelta(days=total_days), batch_size=batch_size, after=after
-    )
-
-
-async def _purge_verified(
-    conn: AsyncConnection, *, cutoff: dt.datetime, batch_size: int, after: str
-) -> tuple[int, str | None]:
-    """Delete archived records older than `cutoff` that are the verified start of their chain, for
-    chains (resources) after `after`; returns (purged, where the next batch starts or None).
+    """Retention, step 2: delete one batch of archived records past the total retention that are the
+    verified start of their chain, for chains (resources) after `after`; returns (purged, the
+    `after` of the next batch, or None when done). Each batch is its own transaction.
 
     Purging re-bases the chain head on the last purged record, so whatever those records were stops
     being checked. Each chain's records are therefore purged only from its base on, while they link
@@ -299,6 +288,7 @@ async def _purge_verified(
     backdated to fall past the cutoff) and everything after it stay for `verify` to report, instead
     of vanishing with the evidence. A chain it stops in is passed over by the next batches, which
     go on in resource order, so what stays never holds the purge of other chains up."""
+    cutoff = now - dt.timedelta(days=total_days)
     cur = await conn.execute(
         "SELECT a.*, h.base_seq, h.base_hash"
         " FROM audit_log_archive a JOIN audit_chain_heads h ON h.resource = a.resource"

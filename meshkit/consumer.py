@@ -37,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from meshkit import metrics
 from meshkit.context import request_id_var
+from meshkit.db import CONNECTION_ERRORS
 from meshkit.errors import Unavailable
 from meshkit.tracing import extract_context
 
@@ -65,8 +66,7 @@ _RETRYABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57", "58"})
 
 def is_transient(error: BaseException) -> bool:
     """An error that says nothing about the record: the database, Kafka or a peer is away or busy."""
-    passing = (Unavailable, psycopg.OperationalError, psycopg.InterfaceError, ConnectionError, TimeoutError)
-    if isinstance(error, passing):
+    if isinstance(error, (Unavailable, *CONNECTION_ERRORS, ConnectionError, TimeoutError)):
         return True
     if not isinstance(error, psycopg.Error) or not error.sqlstate:
         return False

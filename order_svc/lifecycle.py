@@ -186,7 +186,7 @@ class OrderLifecycle:
         if found is not None and found[1].status != OrderStatus.PENDING:
             return None
         if not taken:
-            raise Aborted("the checkout of this order is in progress; retry later", reason="ABORTED")
+            raise _checkout_in_progress()
         try:
             # renewed like a checkout's lease: the final move is fenced by it, and a cancel slowed past
             # one lease (provider, inventory) must not lose the order to a retry of its checkout key
@@ -211,7 +211,7 @@ class OrderLifecycle:
                 await store.clear_lease(conn, order.id, owner)
         ended = await self._saga.load(order.id)
         if ended.status == OrderStatus.PENDING:  # another driver took the lease over: not cancelled
-            raise Aborted("the checkout of this order is in progress; retry later", reason="ABORTED")
+            raise _checkout_in_progress()
         # another driver that took the lease over ended it otherwise (a PAID one is then cancelled
         # through the refund saga by the caller, as if its checkout had completed before the cancel)
         return ended if ended.status == OrderStatus.CANCELLED else None
@@ -237,3 +237,7 @@ class OrderLifecycle:
 
 # status -> where it may go after checkout (PENDING's moves belong to the checkout saga)
 _SOURCES = {status: targets for status, targets in TRANSITIONS.items() if status != OrderStatus.PENDING}
+
+
+def _checkout_in_progress() -> Aborted:
+    return Aborted("the checkout of this order is in progress; retry later", reason="ABORTED")
