@@ -2,15 +2,19 @@
 
 Claims: every search is answered (200, never 5xx); once the breaker is open every answer comes
 from PostgreSQL with fallback=true and the p99 latency, measured while it stays open, is under
-200 ms; after OpenSearch is back the breaker goes through half-open to closed and answers come from
-OpenSearch again (fallback=false). The checkouts running alongside go through the usual checker.
+200 ms (as the client sees it, and in catalog_svc's and the gateway's own histograms); after
+OpenSearch is back the breaker goes through half-open to closed and answers come from OpenSearch
+again (fallback=false). The checkouts running alongside go through the usual checker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
 import uuid
+from collections.abc import Iterator
 
 from tests.fault.history import History, Op, percentile
 from tests.fault.scenario import (
@@ -30,6 +34,23 @@ from tests.integration.order_helpers import new_product
 OPEN, CLOSED = 2.0, 0.0
 P99_LIMIT_SECONDS = 0.200
 SEARCHERS = 4  # concurrent searchers while measuring latency with the breaker open
+SEARCH_ROUTE = "/v1/products:search"  # the gateway's route label
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection in this (the measuring) process for a few seconds: a full
+    collection of a pytest process that has run the rest of the suite stops its event loop for
+    0.2-0.4 s, and every search in flight then looks that much slower although the gateway had
+    answered it in 25 ms (its own histogram shows it). The claim is about the shop's latency, not
+    the test runner's."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 async def _indexed(history: History, query: dict[str, str], want: int, timeout: float = 60.0) -> Op:
@@ -78,13 +99,20 @@ async def test_search_falls_back_fast_while_opensearch_is_down_and_recovers_thro
         await asyncio.gather(*storm)
         # latency while open: a few searchers, the breaker answering from PostgreSQL
         served_before = await histogram(breaker_url, "search_latency_seconds", engine="postgres")
-        history.mark("measure")
-        stop = asyncio.Event()
-        measuring = [asyncio.create_task(_storm(history, query, stop)) for _ in range(SEARCHERS)]
-        await asyncio.sleep(fault_settings.fault_opensearch_open_seconds)
-        stop.set()
-        await asyncio.gather(*measuring)
-        history.mark("measured")
+        served_through_gateway_before = await histogram(
+            shop.gateway_url + "/metrics", "http_request_duration_seconds", route=SEARCH_ROUTE
+        )
+        with _collector_paused():
+            history.mark("measure")
+            stop = asyncio.Event()
+            measuring = [asyncio.create_task(_storm(history, query, stop)) for _ in range(SEARCHERS)]
+            await asyncio.sleep(fault_settings.fault_opensearch_open_seconds)
+            stop.set()
+            await asyncio.gather(*measuring)
+            history.mark("measured")
+        served_through_gateway_after = await histogram(
+            shop.gateway_url + "/metrics", "http_request_duration_seconds", route=SEARCH_ROUTE
+        )
         served_after = await histogram(breaker_url, "search_latency_seconds", engine="postgres")
         assert await metric(breaker_url, "circuit_breaker_state", service="opensearch") == OPEN
     history.mark("restored")
@@ -109,6 +137,7 @@ async def test_search_falls_back_fast_while_opensearch_is_down_and_recovers_thro
     ]
     p99 = percentile((op.latency for op in measured), 0.99)
     server_p99 = histogram_quantile(0.99, served_before, served_after)
+    gateway_p99 = histogram_quantile(0.99, served_through_gateway_before, served_through_gateway_after)
     half_open_after = await metric(
         breaker_url, "circuit_breaker_transitions_total", service="opensearch", state="half_open"
     )
@@ -123,6 +152,7 @@ async def test_search_falls_back_fast_while_opensearch_is_down_and_recovers_thro
         p99_ms_while_open=round(p99 * 1000, 1),
         p50_ms_while_open=round(percentile((op.latency for op in measured), 0.5) * 1000, 1),
         catalog_p99_ms_while_open=round(server_p99 * 1000, 1),
+        gateway_p99_ms_while_open=round(gateway_p99 * 1000, 1),
         half_open_transitions=half_open_after - half_open_before,
         retried_across=assert_retried_across(history, "fault", "checkout", "replay"),
     )
@@ -133,6 +163,7 @@ async def test_search_falls_back_fast_while_opensearch_is_down_and_recovers_thro
     assert all(int((op.body or {}).get("totalHits", 0)) == 8 for op in while_open)
     assert len(measured) >= 20, f"only {len(measured)} searches measured"
     assert server_p99 < P99_LIMIT_SECONDS, f"catalog's own p99 {server_p99 * 1000:.0f} ms while open"
+    assert gateway_p99 < P99_LIMIT_SECONDS, f"the gateway's own p99 {gateway_p99 * 1000:.0f} ms while open"
     assert p99 < P99_LIMIT_SECONDS, f"p99 {p99 * 1000:.0f} ms through the gateway with the breaker open"
     assert half_open_after > half_open_before, "the breaker closed without passing through half-open"
     assert await metric(breaker_url, "circuit_breaker_state", service="opensearch") == CLOSED
