@@ -201,6 +201,10 @@ def make_setup(settings: CatalogSettings) -> Setup:
         runtime.spawn("copurchases", copurchase_consumer.run)
         runtime.spawn("index-sync", sync.run)
         runtime.spawn("search-log", parts.search_log.run)
+        runtime.spawn(
+            "price-cents-check",
+            lambda: parts.search.watch_price_cents(interval_seconds=settings.price_cents_check_seconds),
+        )
         if runtime.worker_index == 0:
             runtime.spawn(
                 "reconcile",

@@ -40,6 +40,8 @@ class CatalogSettings(CommonSettings):
     reconcile_first_delay_seconds: float = 5.0  # after start (creates a missing index's documents)
     reconcile_check_inventory: bool = True
     reindex_batch_size: int = 2000
+    # how often each process checks that every document has price_cents (see SearchService)
+    price_cents_check_seconds: float = 30.0
     # also-bought
     recs_window_days: int = 90
     recs_top_n: int = 20

@@ -489,13 +489,14 @@ class SearchIndex:
         return written
 
     async def fetch_states(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """id -> {catalog_version, inventory_version, in_stock, is_active} of the indexed documents."""
+        """id -> {catalog_version, inventory_version, in_stock, is_active, price_cents} of the
+        indexed documents (price_cents absent from those written before it existed)."""
         if not ids:
             return {}
         reply = await self.client.mget(
             index=self.alias,
             body={"ids": [str(i) for i in ids]},
-            params={"_source_includes": "catalog_version,inventory_version,in_stock,is_active"},
+            params={"_source_includes": "catalog_version,inventory_version,in_stock,is_active,price_cents"},
             request_timeout=max(self._timeout, 30),
         )
         return {int(d["_id"]): d["_source"] for d in reply["docs"] if d.get("found")}
@@ -523,6 +524,15 @@ class SearchIndex:
 
     async def refresh(self) -> None:
         await self.client.indices.refresh(index=self.alias)
+
+    async def count_without_price_cents(self) -> int:
+        """Documents written before price_cents existed (reconcile rewrites them)."""
+        reply = await self.client.count(
+            index=self.alias,
+            body={"query": {"bool": {"must_not": {"exists": {"field": "price_cents"}}}}},
+            request_timeout=self._timeout,
+        )
+        return int(reply["count"])
 
     async def count(self) -> int:
         reply = await self.client.count(index=self.alias, request_timeout=max(self._timeout, 30))

@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from catalog_svc import index_store, metrics, store
 from catalog_svc.index_client import SearchIndex
-from catalog_svc.search_os import document
+from catalog_svc.search_os import cents, document
 from meshkit.db import connection, transaction
 from meshkit.logs import log_event
 from meshkit.outbox import LeaderLease
@@ -134,6 +134,8 @@ def _differs(row: index_store.IndexRow, state: dict[str, Any]) -> bool:
         or state.get("inventory_version") != inventory_version
         or state.get("in_stock") != in_stock
         or state.get("is_active") != product.is_active
+        # a document from before price_cents existed: price filters cannot see it exactly
+        or state.get("price_cents") != cents(product.price)
     )
 
 

@@ -28,6 +28,11 @@ index_sync_documents_total = Counter(
 index_dirty_backlog = Gauge(
     "index_dirty_backlog", "Products waiting for their search document to be rewritten."
 )
+search_documents_without_price_cents = Gauge(
+    "search_documents_without_price_cents",
+    "Search documents written before price_cents existed; price filters use the float price "
+    "until this is 0 (reconcile rewrites them).",
+)
 index_events_total = Counter(
     "index_events_total",
     "Indexer events by topic kind and outcome (applied/stale/ignored).",

@@ -21,6 +21,7 @@ from catalog_svc.model import CategoryNotFound
 from catalog_svc.search_model import SearchPage, SearchQuery, UnresolvedProduct, validate_search
 from meshkit.circuit import CircuitBreaker
 from meshkit.db import connection
+from meshkit.logs import log_event
 
 log = logging.getLogger("catalog_svc.search")
 
@@ -116,6 +117,9 @@ class SearchService:
         self._max_pages = max_pages
         self._categories = CategoryPaths(pool)
         self._latency: dict[tuple[str, str], Any] = {}  # histogram children, resolved once per labels
+        # price filters and facets on the exact price_cents, once no document behind the alias lacks
+        # it (watch_price_cents); until then on the float `price` every document has
+        self.exact_prices = False
 
     async def search(
         self,
@@ -165,7 +169,7 @@ class SearchService:
             metrics.search_fallbacks_total.labels("breaker_open").inc()
             return None
         try:
-            response = await self._index.search(search_os.query_body(query))
+            response = await self._index.search(search_os.query_body(query, exact_prices=self.exact_prices))
         except ENGINE_ERRORS as exc:
             permit.failure()
             metrics.search_fallbacks_total.labels("error").inc()
@@ -179,6 +183,26 @@ class SearchService:
         if any(isinstance(hit.product, UnresolvedProduct) for hit in page.hits):
             page = await self._resolve(page)
         return page
+
+    async def check_price_cents(self) -> int:
+        """Count the documents without price_cents and choose the price field from that: an index
+        built before price_cents existed keeps the float filters until reconcile has rewritten
+        its documents (and goes back to them if an older catalog_svc writes one during a rollout)."""
+        missing = await self._index.count_without_price_cents()
+        metrics.search_documents_without_price_cents.set(missing)
+        exact = missing == 0
+        if exact != self.exact_prices:
+            log_event(log, "search_price_field", field="price_cents" if exact else "price", missing=missing)
+        self.exact_prices = exact
+        return missing
+
+    async def watch_price_cents(self, *, interval_seconds: float) -> None:
+        while True:
+            try:
+                await self.check_price_cents()
+            except ENGINE_ERRORS as exc:  # OpenSearch down: searches fall back anyway; keep the mode
+                log.debug("price_cents check failed", extra={"error": repr(exc)[:300]})
+            await asyncio.sleep(interval_seconds)
 
     async def _resolve(self, page: SearchPage) -> SearchPage:
         """Products of hits whose documents were written before they carried product_wire, from

@@ -26,6 +26,7 @@ description (cross_fields + operator and), english analyzer on both sides.
 from __future__ import annotations
 
 import base64
+from decimal import Decimal
 from typing import Any
 
 from catalog_svc.convert import product_wire
@@ -59,6 +60,11 @@ MAPPING: dict[str, Any] = {
         "category_path": {"type": "keyword", "eager_global_ordinals": True},
         "category_full_path": {"type": "keyword", "index": False},
         "brand": {"type": "keyword", "eager_global_ordinals": True},
+        # what price filters and the price facet read: whole cents, exact at any price. The float
+        # `price` stays for documents written before price_cents existed: a 32-bit float has a
+        # 24-bit mantissa, so above $131,072 it no longer tells neighbouring cents apart (and above
+        # $16.7M neighbouring dollars), and the two engines disagreed on the edges of a filter.
+        "price_cents": {"type": "long"},
         "price": {"type": "float"},
         "rating": {"type": "float"},
         "review_count": {"type": "integer"},
@@ -118,6 +124,7 @@ def document(product: Product, *, in_stock: bool, inventory_version: int) -> dic
         "category_full_path": product.category_path,
         "brand": product.brand or None,
         "price": float(product.price),
+        "price_cents": cents(product.price),
         "rating": float(product.rating),
         "review_count": product.review_count,
         "in_stock": in_stock,
@@ -136,17 +143,25 @@ def document_version(doc: dict[str, Any]) -> int:
     return int(doc["catalog_version"]) + int(doc["inventory_version"])
 
 
-def filters(query: SearchQuery) -> list[dict[str, Any]]:
+def cents(amount: Decimal) -> int:
+    """Whole cents of an amount already rounded to cents (prices, validated filter bounds)."""
+    return int(amount.scaleb(2))
+
+
+def filters(query: SearchQuery, *, exact_prices: bool = True) -> list[dict[str, Any]]:
+    """`exact_prices`: filter on price_cents; False (an index that still holds documents without
+    it) filters on the float `price`, as before price_cents existed."""
     out: list[dict[str, Any]] = [{"term": {"is_active": True}}]
     if query.category_path:
         out.append({"term": {"category_path": query.category_path}})
     if query.min_price is not None or query.max_price is not None:
-        bounds: dict[str, float] = {}
+        bounds: dict[str, float | int] = {}
+        amount = cents if exact_prices else float
         if query.min_price is not None:
-            bounds["gte"] = float(query.min_price)
+            bounds["gte"] = amount(query.min_price)
         if query.max_price is not None:
-            bounds["lte"] = float(query.max_price)
-        out.append({"range": {"price": bounds}})
+            bounds["lte"] = amount(query.max_price)
+        out.append({"range": {"price_cents" if exact_prices else "price": bounds}})
     if query.brands:
         out.append({"terms": {"brand": list(query.brands)}})
     if query.min_rating is not None:
@@ -174,22 +189,29 @@ _FUNCTIONS: list[dict[str, Any]] = [
     },
 ]
 _SORT: list[dict[str, str]] = [{"_score": "desc"}, {"id": "desc"}]
-_AGGS: dict[str, Any] = {
-    "categories": {"terms": {"field": "category_path", "size": CATEGORY_FACET_SIZE}},
-    "brands": {"terms": {"field": "brand", "size": BRAND_FACET_SIZE}},
-    "price_ranges": {
-        "range": {
-            "field": "price",
-            "ranges": [
-                {"key": r.key}
-                | ({"from": float(r.low)} if r.low is not None else {})
-                | ({"to": float(r.high)} if r.high is not None else {})
-                for r in PRICE_RANGES
-            ],
-        }
-    },
-    "in_stock": {"filter": {"term": {"in_stock": True}}},
-}
+
+
+def _aggs(*, exact_prices: bool) -> dict[str, Any]:
+    amount = cents if exact_prices else float
+    return {
+        "categories": {"terms": {"field": "category_path", "size": CATEGORY_FACET_SIZE}},
+        "brands": {"terms": {"field": "brand", "size": BRAND_FACET_SIZE}},
+        "price_ranges": {
+            "range": {
+                "field": "price_cents" if exact_prices else "price",
+                "ranges": [
+                    {"key": r.key}
+                    | ({"from": amount(r.low)} if r.low is not None else {})
+                    | ({"to": amount(r.high)} if r.high is not None else {})
+                    for r in PRICE_RANGES
+                ],
+            }
+        },
+        "in_stock": {"filter": {"term": {"in_stock": True}}},
+    }
+
+
+_AGGS = {True: _aggs(exact_prices=True), False: _aggs(exact_prices=False)}
 
 # What parse_response reads, and all OpenSearch is asked to send back (`filter_path`): per hit only
 # the score and the source fields, no index name, id or sort values; no timings or shard header.
@@ -205,7 +227,7 @@ RESPONSE_FILTER_PATH = ",".join(
 )
 
 
-def query_body(query: SearchQuery) -> dict[str, Any]:
+def query_body(query: SearchQuery, *, exact_prices: bool = True) -> dict[str, Any]:
     if query.q:
         must: dict[str, Any] = {
             "multi_match": {
@@ -225,14 +247,14 @@ def query_body(query: SearchQuery) -> dict[str, Any]:
         "_source": SOURCE_FIELDS,
         "query": {
             "function_score": {
-                "query": {"bool": {"must": [must], "filter": filters(query)}},
+                "query": {"bool": {"must": [must], "filter": filters(query, exact_prices=exact_prices)}},
                 "functions": _FUNCTIONS,
                 "score_mode": "sum",
                 "boost_mode": "multiply",
             }
         },
         "sort": _SORT,
-        "aggs": _AGGS,
+        "aggs": _AGGS[exact_prices],
     }
 
 

@@ -143,6 +143,12 @@ async def build_world(mesh: Mesh, *, n: int = 48, seed: int = 7) -> World:
         "199.99",
         "200.00",
         "999.00",
+        # a 32-bit float cannot tell these neighbours apart (spacing 1/64 above $131,072, 2 above
+        # $16.7M): a price filter must still separate them
+        "150000.01",
+        "150000.02",
+        "20000000.00",
+        "20000001.00",
     ]
     items = []
     for i in range(n):

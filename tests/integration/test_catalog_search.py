@@ -13,13 +13,15 @@ import httpx
 import pytest
 import pytest_asyncio
 from shop.catalog.v1 import catalog_pb2 as pb
+from shop.catalog.v1 import catalog_pb2_grpc as pb_grpc
 from shop.common.v1 import money_pb2
 from shop.inventory.v1 import inventory_pb2
 
-from catalog_svc import search_os
+from catalog_svc import jobs, search_os
 from catalog_svc.index_client import SearchIndex, build_client
 from catalog_svc.model import Product
 from catalog_svc.search_model import business_factor
+from meshkit.db import open_pool
 from tests.integration.catalog_helpers import (
     OPENSEARCH,
     OwnCatalog,
@@ -54,6 +56,9 @@ FILTER_CASES = [
     {"min_rating": 3.5},
     {"in_stock": True, "min_price": 50, "category_path": "{root}/alpha"},
     {"brands": ["NoSuchBrand"]},
+    {"min_price": 150000.02, "max_price": 20000000.00},
+    {"min_price": 150000.01, "max_price": 150000.01},
+    {"min_price": 20000001.00},
 ]
 
 
@@ -345,6 +350,66 @@ async def test_a_document_written_before_product_wire_is_answered_from_postgres(
             assert result.product == got.product
         finally:
             (await http.put(url, params=params, json=doc)).raise_for_status()
+
+
+async def test_an_index_with_documents_from_before_price_cents_filters_on_the_float_price_until_reconcile_rewrites_them(
+    mesh, world, tmp_path
+):
+    """Documents indexed by an older catalog_svc carry no price_cents: price filters on it would
+    not see them, so a catalog_svc that finds such documents filters on the float price (every
+    document has it, exact below $131,072); reconcile rewrites them, and the next check goes back
+    to whole cents. Seen through the one pair of prices the float cannot tell apart."""
+    alias = mesh.env["SHOPMESH_SEARCH_INDEX_ALIAS"]
+    priced = {
+        p: sorted(i.product_id for i in world.items if i.price == Decimal(p))
+        for p in ("150000.01", "150000.02")
+    }
+    old_one = priced["150000.02"][0]
+    doc = indexed_doc(alias, old_one)
+    assert doc is not None and doc["price_cents"] == 15000002
+    legacy = {k: v for k, v in doc.items() if k != "price_cents"}
+    params = {"version": search_os.document_version(doc), "version_type": "external_gte", "refresh": "true"}
+    url = f"{OPENSEARCH}/{alias}/_doc/{old_one}"
+    exact_search = pb.SearchProductsRequest(
+        category_path=world.root, min_price=150000.02, max_price=150000.02
+    )
+    pool = await open_pool(mesh.database_url, schema="catalog", min_size=1, max_size=2)
+    index = SearchIndex(
+        build_client(OPENSEARCH, timeout=30, connections=2),
+        alias=alias, shards=1, replicas=0, refresh_interval="1s", timeout=30,
+    )  # fmt: skip
+    async with httpx.AsyncClient(timeout=10) as http:
+        (await http.put(url, params=params, json=legacy)).raise_for_status()
+        try:
+            async with own_catalog(mesh, tmp_path, price_cents_check_seconds="0.2") as catalog:
+                client = stub(mesh, catalog.addr)
+
+                async def documents_without_price_cents() -> float | None:
+                    return await catalog.metric("search_documents_without_price_cents", {}) or None
+
+                assert await eventually(documents_without_price_cents) == 1
+                _, ids = await all_hits(client, exact_search)
+                # the float price: the old document is found, and so are its $0.01 neighbours
+                assert sorted(ids) == sorted(priced["150000.01"] + priced["150000.02"])
+
+                report = await jobs.reconcile(pool, index)
+                assert report.stale >= 1 and report.ahead == 0, report
+                await index.refresh()
+                assert indexed_doc(alias, old_one)["price_cents"] == 15000002
+
+                async def exact_hits(on: pb_grpc.CatalogServiceStub) -> list[int] | None:
+                    _, ids = await all_hits(on, exact_search)
+                    return sorted(ids) if sorted(ids) == priced["150000.02"] else None
+
+                assert await eventually(lambda: exact_hits(client)) == priced["150000.02"]
+                # the shared catalog_svc went through the same (every 30 s): the next tests need it exact
+                assert await eventually(lambda: exact_hits(stub(mesh)), timeout=90)
+                assert await catalog.metric("search_documents_without_price_cents", {}) == 0
+        finally:
+            await index.client.close()
+            await pool.close()
+            if "price_cents" not in (indexed_doc(alias, old_one) or {}):
+                (await http.put(url, params=params, json=doc)).raise_for_status()
 
 
 async def test_ensure_alias_adds_new_mapping_fields_to_an_existing_index(mesh):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import struct
 from decimal import Decimal
 
 import pytest
@@ -141,7 +142,7 @@ def test_opensearch_query_follows_the_seed():
     assert match["fields"] == ["title^3", "description"] and match["query"] == "lamp"
     filters = score["query"]["bool"]["filter"]
     assert {"term": {"category_path": "home"}} in filters and {"terms": {"brand": ["A"]}} in filters
-    assert {"term": {"in_stock": True}} in filters and {"range": {"price": {"gte": 5.0}}} in filters
+    assert {"term": {"in_stock": True}} in filters and {"range": {"price_cents": {"gte": 500}}} in filters
     functions = score["functions"]
     assert {"filter": {"term": {"in_stock": True}}, "weight": 2.0} in functions
     factors = {
@@ -154,8 +155,31 @@ def test_opensearch_query_follows_the_seed():
     aggs = body["aggs"]
     assert aggs["categories"]["terms"]["size"] == 20 and aggs["brands"]["terms"]["size"] == 50
     assert [r["key"] for r in aggs["price_ranges"]["range"]["ranges"]] == [r.key for r in PRICE_RANGES]
+    assert aggs["price_ranges"]["range"]["field"] == "price_cents"
     assert search_os.MAPPING["properties"]["title"]["analyzer"] == "english"
     assert search_os.MAPPING["properties"]["attributes"]["type"] == "nested"
+
+
+def test_price_filters_and_facets_are_whole_cents_and_the_float_field_only_for_an_old_index():
+    # $150,000.01 and $150,000.02 are one and the same 32-bit float (150000.015625): the float field
+    # cannot tell them apart, whole cents can
+    assert float32(150000.01) == float32(150000.02)
+    query = SearchQuery(min_price=Decimal("150000.02"), max_price=Decimal("99999999.99"))
+    exact = search_os.query_body(query)["query"]["function_score"]["query"]["bool"]["filter"]
+    assert {"range": {"price_cents": {"gte": 15000002, "lte": 9999999999}}} in exact
+    legacy = search_os.query_body(query, exact_prices=False)
+    assert {"range": {"price": {"gte": 150000.02, "lte": 99999999.99}}} in (
+        legacy["query"]["function_score"]["query"]["bool"]["filter"]
+    )
+    assert legacy["aggs"]["price_ranges"]["range"]["field"] == "price"
+    ranges = search_os.query_body(query)["aggs"]["price_ranges"]["range"]["ranges"]
+    assert ranges[0] == {"key": "under_25", "to": 2500} and ranges[-1] == {"key": "over_200", "from": 20000}
+    assert search_os.cents(Decimal("99999999.99")) == 9999999999 and search_os.cents(Decimal("0.07")) == 7
+
+
+def float32(value: float) -> float:
+    """`value` rounded to the nearest 32-bit float, as OpenSearch stores a `float` field."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
