@@ -2,7 +2,8 @@
 PostgreSQL, every result they can give: what each writes, and that the refusing ones write nothing.
 
 The usual path goes through them in every checkout test; these pin the rare branches (the key already
-has an order, the cart changed, another open order holds a reservation, the audit chain has a head)
+has an order, the cart changed, another open order holds a reservation or the cart, the audit chain
+has a head)
 and the exact rows, so the functions can be rewritten in fewer statements without changing them.
 """
 
@@ -165,6 +166,26 @@ async def test_create_when_an_open_order_holds_the_reservations_writes_nothing(c
     assert await _written_for(conn, second) == (0, 0, 0, 0)
     assert await _written_for(conn, again) == (0, 0, 0, 0)
     assert await _written_for(conn, first) == (1, 2, 2, 1)
+
+
+async def test_a_second_checkout_of_a_cart_whose_reservations_all_lapsed_waits_for_the_open_one(conn):
+    """The first order claims no reservation (none is live), so only the open order itself can tell
+    the second checkout apart: both used to be created, and both reserved and charged in step 2."""
+    user = f"fn-{uuid.uuid4().hex[:8]}"
+    await _cart(conn, user, [(901, 2), (902, 1)])
+    await conn.execute("UPDATE cart_reservations SET state = 'lapsed' WHERE user_id = %s", (user,))
+    first, created = await _create(conn, user, "key-1")
+    assert created["result"] == "created" and created["res_ids"] == []
+
+    second, row = await _create(conn, user, "key-2")
+
+    assert row["result"] == "reservations_claimed"
+    assert await _written_for(conn, second) == (0, 0, 0, 0)
+    # once the open order is no longer PENDING, the cart can be checked out again
+    await conn.execute("UPDATE orders SET status = 'failed' WHERE id = %s", (first,))
+    third, row = await _create(conn, user, "key-3")
+    assert row["result"] == "created"
+    assert await _written_for(conn, third) == (1, 2, 0, 1)
 
 
 def _paid(order_id: uuid.UUID, user: str, lines: list[OrderLine]) -> Order:
