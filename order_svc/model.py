@@ -24,6 +24,7 @@ MAX_REASON_LENGTH = 500
 MAX_TRACKING_LENGTH = 100
 MAX_ADDRESS_FIELD_LENGTH = 200
 MAX_PAYMENT_TOKEN_LENGTH = 255
+MAX_ORDER_TOTAL = Decimal("9999999999.99")  # orders.total NUMERIC(12,2)
 DEFAULT_PAYMENT_TOKEN = "tok_approve"
 # A fixed namespace for deterministic request ids sent to inventory (uuid5), so retries dedupe.
 REQUEST_NAMESPACE = uuid.UUID("6f1c8f2e-4b7a-4d55-9a3e-2c1d0b9e8a71")
@@ -375,7 +376,16 @@ def price_lines(wanted: Iterable[tuple[int, int]], products: Mapping[int, Produc
 
 
 def order_total(lines: Iterable[OrderLine]) -> Decimal:
-    return to_cents(sum((line.line_total for line in lines), Decimal("0")))
+    """The lines' sum; FAILED_PRECONDITION over what an order holds (a price can be $99,999,999.99
+    and a cart 100 lines of 100 units, so a cart can add up to more: an INTERNAL before)."""
+    total = to_cents(sum((line.line_total for line in lines), Decimal("0")))
+    if total > MAX_ORDER_TOTAL:
+        raise FailedPrecondition(
+            f"the cart's total {total} is more than one order can hold ({MAX_ORDER_TOTAL}); "
+            "check out fewer items at a time",
+            metadata={"total": total, "max_total": MAX_ORDER_TOTAL},
+        )
+    return total
 
 
 # --- orders ---------------------------------------------------------------------------------------

@@ -114,6 +114,16 @@ def test_pricing_names_every_unknown_then_every_inactive_product():
     assert order_total(lines) == Decimal("60.96")
 
 
+def test_a_total_beyond_what_an_order_holds_is_failed_precondition_not_an_overflow():
+    dearest = {1: ProductInfo(1, "Yacht", Decimal("99999999.99"), True)}
+    fits = price_lines([(1, 100)], dearest)
+    assert order_total(fits) == Decimal("9999999999.00")
+    with pytest.raises(DomainError) as too_much:
+        order_total(price_lines([(1, 100), (1, 1)], dearest))
+    assert too_much.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert too_much.value.metadata == {"total": "10099999998.99", "max_total": "9999999999.99"}
+
+
 def test_quantity_bounds():
     for bad in (0, -1, 101):
         with pytest.raises(InvalidArgument):
