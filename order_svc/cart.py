@@ -220,8 +220,12 @@ class CartService:
     async def clear_cart(self, user_id: str) -> cart_pb2.Cart:
         async with transaction(self._pool) as conn:
             version, cart, _ = await cart_store.lock_and_load(conn, user_id)
+            # every line before any release: releases are calls to inventory, which a refusal at a
+            # later line (the rollback) would not undo, leaving the cart holding freed reservations
             for line in cart.lines:
-                await self._release_all(conn, user_id, line, version)
+                await _refuse_if_claimed(conn, line)
+            for line in cart.lines:
+                await self._release_all(conn, user_id, line, version, checked=True)
             await cart_store.delete_all_lines(conn, user_id)
             await cart_store.touch_cart(conn, user_id)
         await self._cache.invalidate(user_id)
@@ -255,8 +259,11 @@ class CartService:
         else:
             await cart_store.delete_reservations(conn, [reservation_id])
 
-    async def _release_all(self, conn: AsyncConnection, user_id: str, line: CartLine, version: int) -> None:
-        await _refuse_if_claimed(conn, line)
+    async def _release_all(
+        self, conn: AsyncConnection, user_id: str, line: CartLine, version: int, *, checked: bool = False
+    ) -> None:
+        if not checked:
+            await _refuse_if_claimed(conn, line)
         for reservation in line.reservations:
             if reservation.active:
                 key = f"{user_id}:{version}:{reservation.reservation_id}:release-all"

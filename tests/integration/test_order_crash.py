@@ -136,6 +136,35 @@ async def test_cart_units_taken_by_an_unfinished_checkout_stay_until_it_ends(mes
     assert updated.item.quantity == 1 and (await stock_of(mesh, product)).reserved == 1
 
 
+async def test_a_clear_refused_at_a_claimed_line_releases_nothing_before_it(mesh):
+    """ClearCart released line by line in inventory and refused at the first line an unfinished
+    checkout holds: the rollback kept the earlier lines' reservations in the cart, but inventory had
+    freed them. Every line is checked first now."""
+    user, key = user_id(), new_key()
+    await start_order_mesh(mesh)
+    first, second = await new_product(mesh, stock=5), await new_product(mesh, stock=5)
+    await add(mesh, user, first, 1)
+    await add(mesh, user, second, 1)
+    # the first line's reservation lapses (as past its TTL), so the checkout claims only the second's
+    sql(
+        mesh.database_url,
+        "UPDATE orders.cart_reservations SET state = 'lapsed' WHERE user_id = %s AND product_id = %s",
+        user,
+        first,
+    )
+    await _crash_during_checkout(mesh, "after_order_created", user, key)
+    cart = carts(mesh, user)
+    # the first line holds nothing the checkout claimed: raising it reserves afresh, unclaimed
+    await cart.UpdateCartItem(cart_pb2.UpdateCartItemRequest(product_id=first, quantity=2))
+    held = (await stock_of(mesh, first)).reserved
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await cart.ClearCart(cart_pb2.ClearCartRequest())
+
+    assert reason_of(caught.value) == "CHECKOUT_IN_PROGRESS"
+    assert (await stock_of(mesh, first)).reserved == held  # nothing of the first line was released
+
+
 async def test_crash_after_restocking_a_declined_payment_restocks_once(mesh):
     user, key = user_id(), new_key()
     await start_order_mesh(mesh)
