@@ -123,6 +123,9 @@ class Mesh:
             # events that disagree with the real inventory on purpose, and a reconcile checking in_stock
             # against inventory "repaired" documents mid-test; the reconcile tests run it themselves
             "SHOPMESH_RECONCILE_FIRST_DELAY_SECONDS": "86400",
+            # a test that writes an old-style document (no price_cents) sends every catalog_svc back
+            # to the float price filters until its next check: keep that short (30 s by default)
+            "SHOPMESH_PRICE_CENTS_CHECK_SECONDS": "0.5",
             # consumer groups of this session alone (a shared group name rebalances across sessions)
             "SHOPMESH_INDEXER_GROUP": f"catalog-indexer-{suffix}",
             "SHOPMESH_COPURCHASE_GROUP": f"catalog-copurchases-{suffix}",
