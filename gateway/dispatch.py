@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Sequence
 from typing import Protocol
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 import grpc
 from google.protobuf.message import Message
@@ -139,7 +139,7 @@ class Dispatcher:
         message = build_request(
             route,
             path_params=path_params,
-            query=parse_qsl(request.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True),
+            query=query_pairs(request.scope.get("query_string", b"")),
             body=body,
             headers=request.headers,
             max_page_size=self.max_page_size,
@@ -263,3 +263,20 @@ def replayed_flag(*metadata_sets: object) -> bool:
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> Response:
     return Response(content=encode(body), status_code=status, headers=headers, media_type=JSON)
+
+
+def query_pairs(raw: bytes) -> list[tuple[str, str]]:
+    """The query string's (name, value) pairs, percent-decoded as UTF-8; a parameter that is not
+    UTF-8 is a 400 naming it. Bad sequences (`q=%FF`) used to become U+FFFD, and the search ran on
+    that and answered 200. (Raw non-ASCII bytes in the target are refused by the HTTP parser.)"""
+    try:
+        return parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        pass
+    for part in raw.split(b"&"):  # which parameter
+        try:
+            parse_qsl(part.decode("utf-8"), errors="strict")
+        except UnicodeDecodeError:
+            name = unquote(part.split(b"=", 1)[0].decode("utf-8", "replace"), errors="replace")
+            raise bad_request(f"query parameter {name!r} is not valid UTF-8", field=name or "query") from None
+    raise bad_request("the query string is not valid UTF-8", field="query")

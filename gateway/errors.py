@@ -213,4 +213,8 @@ def encode(body: object) -> bytes:
     try:
         return orjson.dumps(body)
     except TypeError:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # a lone surrogate (a client's "\ud800" echoed in an error): \u-escaped
+        return json.dumps(body, separators=(",", ":")).encode()

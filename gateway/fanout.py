@@ -66,7 +66,7 @@ def decode_token(token: str, services: Sequence[str]) -> dict[str, str | None]:
         return dict.fromkeys(services, "")
     try:
         cursors = json.loads(base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4)))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..."
         cursors = None
     if not isinstance(cursors, dict) or set(cursors) != set(services):
         raise bad_request("page_token is not a token this API issued", field="page_token")

@@ -1,8 +1,16 @@
-"""uvicorn's httptools protocol with a bound on the request target (414 URI Too Long beyond it).
+"""uvicorn's httptools protocol with bounds on the request head: the request target (414 URI Too
+Long beyond MAX_URL_BYTES) and the whole head, request line and headers (431 Request Header Fields
+Too Large beyond MAX_HEAD_BYTES).
 
 httptools.parse_url keeps offsets and lengths in 16 bits, so uvicorn passed a query string over
 64 KiB on truncated to its length modulo 65536: a 1 MB `?q=` reached the search as an empty query
 (200 with everything) instead of being refused. The whole target is checked while it arrives.
+
+Neither httptools nor uvicorn bounds the headers: a client could send one header of hundreds of
+megabytes (httptools grows it chunk by chunk, in quadratic time) or any number of them. The bytes
+received while a head is incomplete are counted per chunk; a chunk that starts a head after the end
+of a pipelined request is not counted, so a head can exceed the bound by at most one chunk before it
+is refused.
 """
 
 from __future__ import annotations
@@ -13,23 +21,61 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_URL_BYTES = 16 * 1024
-_BODY = json.dumps(
-    {
-        "error": {
-            "code": 414,
-            "status": "INVALID_ARGUMENT",
-            "message": f"request target longer than {MAX_URL_BYTES} bytes",
-            "details": [],
-        }
-    }
-).encode()
+MAX_HEAD_BYTES = 64 * 1024
+
+
+def _error(code: int, reason: bytes, message: str) -> bytes:
+    body = json.dumps(
+        {"error": {"code": code, "status": "INVALID_ARGUMENT", "message": message, "details": []}}
+    ).encode()
+    return (
+        b"HTTP/1.1 " + str(code).encode() + b" " + reason + b"\r\ncontent-type: application/json\r\n"
+        b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body
+    )
+
+
+_URL_TOO_LONG = _error(414, b"URI Too Long", f"request target longer than {MAX_URL_BYTES} bytes")
+_HEAD_TOO_LARGE = _error(
+    431, b"Request Header Fields Too Large", f"request line and headers longer than {MAX_HEAD_BYTES} bytes"
+)
 
 
 class UrlTooLong(httptools.HttpParserError):
     pass
 
 
+LINGER_SECONDS = 2.0
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    _in_head = True  # waiting for (or reading) a request's head
+    _head_bytes = 0
+    _refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # the rest of a refused request: read and dropped until the client closes
+        was_in_head = self._in_head
+        super().data_received(data)
+        if self._refused or not (was_in_head and self._in_head) or self.transport.is_closing():
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse(_HEAD_TOO_LARGE)
+
+    def _refuse(self, response: bytes) -> None:
+        """Answer, then close gently: a close with the client's bytes still unread makes the kernel
+        send a reset, which can destroy the answer before the client reads it. So: send it, end our
+        side (the client sees the answer, then EOF), drop whatever else arrives, and close for good
+        after LINGER_SECONDS."""
+        self._refused = True
+        self.transport.write(response)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._url_too_long = False
@@ -40,13 +86,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._url_too_long = True
             raise UrlTooLong("request target too long")  # ends parsing; uvicorn answers via send_400
 
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes = False, 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        super().on_message_complete()
+
     def send_400_response(self, msg: str) -> None:
         if not getattr(self, "_url_too_long", False):
             super().send_400_response(msg)
             return
-        head = (
-            b"HTTP/1.1 414 URI Too Long\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(_BODY)).encode() + b"\r\nconnection: close\r\n\r\n"
-        )
-        self.transport.write(head + _BODY)
-        self.transport.close()
+        self._refuse(_URL_TOO_LONG)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from google.protobuf import json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -218,6 +218,32 @@ def _query_dict(route: Route, query: Sequence[tuple[str, str]], bound: set[str])
     return data
 
 
+# JSON may spell a lone UTF-16 surrogate ("\ud800"); Python keeps it in the str, and neither protobuf
+# (a SystemError from the field lookup) nor UTF-8 (the error body echoing it) can take one: a 500.
+# json.loads joins a proper pair into one character, so any surrogate left is unpaired.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_unpaired_surrogates(value: Any, path: str) -> None:
+    def refuse(where: str) -> NoReturn:
+        where = where.encode("ascii", "backslashreplace").decode("ascii") or "body"
+        raise bad_request(f"{where}: text with an unpaired UTF-16 surrogate", field=where)
+
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            refuse(path)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else key
+            if _SURROGATE.search(key):
+                refuse(where)
+            _refuse_unpaired_surrogates(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _refuse_unpaired_surrogates(item, f"{path}[{index}]")
+
+
 def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
     if not route.body:
         if body.strip():
@@ -230,6 +256,8 @@ def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
             parsed = json.loads(body)
         except (ValueError, RecursionError):
             raise bad_request("request body is not valid JSON") from None
+        if _SURROGATE_ESCAPE.search(body):
+            _refuse_unpaired_surrogates(parsed, "")
     if route.body == "*":
         if not isinstance(parsed, dict):
             raise bad_request("request body must be a JSON object")

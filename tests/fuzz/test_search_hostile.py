@@ -10,9 +10,11 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote
 
 import grpc
 import httpx
+import orjson
 import pytest_asyncio
 from shop.catalog.v1 import catalog_pb2 as pb
 
@@ -84,17 +86,56 @@ async def test_hostile_queries_through_the_gateway_get_a_sane_answer(marked: tup
         assert reply.status_code == 200 and int(reply.json()["totalHits"]) in (0, 1, 2)
 
 
-async def _raw_get(mesh: Mesh, target: str) -> int:
-    """Status of a GET sent on a raw socket (httpx refuses to build a URL this long)."""
+async def _raw_get(mesh: Mesh, target: str | bytes, headers: bytes = b"") -> int:
+    """Status of a GET sent on a raw socket (httpx refuses to build a URL this long, or to send raw
+    UTF-8 in one)."""
+    status, _ = await _raw_exchange(mesh, target, headers)
+    return status
+
+
+async def _raw_exchange(mesh: Mesh, target: str | bytes, headers: bytes = b"") -> tuple[int, bytes]:
     host, port = mesh.gateway_url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
+    target = target.encode() if isinstance(target, str) else target
     try:
-        writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        writer.write(b"GET " + target + b" HTTP/1.1\r\nHost: " + host.encode() + b"\r\n" + headers)
+        writer.write(b"Connection: close\r\n\r\n")
         await writer.drain()
-        status_line = await asyncio.wait_for(reader.readline(), 15)
+        response = await asyncio.wait_for(reader.read(), 15)
     finally:
         writer.close()
-    return int(status_line.split()[1])
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+async def test_oversized_request_heads_are_refused_with_431_and_queries_must_be_utf8(
+    marked: tuple[Mesh, str],
+) -> None:
+    mesh, word = marked
+    # one huge header, then very many small ones: neither httptools nor uvicorn bounded the head
+    for headers in (
+        b"X-Big: " + b"a" * 200_000 + b"\r\n",
+        b"".join(b"X-%d: v\r\n" % i for i in range(20_000)),
+    ):
+        status, body = await _raw_exchange(mesh, "/v1/products:search?q=x", headers)
+        assert status == 431, status
+        assert orjson.loads(body)["error"]["status"] == "INVALID_ARGUMENT"
+    assert await _raw_get(mesh, f"/v1/products:search?q={word}", b"X-Fine: " + b"a" * 8000 + b"\r\n") == 200
+    # percent-encoded UTF-8 is read as UTF-8; what is not UTF-8 is a 400 naming the parameter (its
+    # bytes became U+FFFD and the search ran on that); raw non-ASCII bytes never get past the parser
+    unicode_word = f"ünï{uuid.uuid4().hex[:6]}"
+    await new_product(mesh, price="9.99", stock=3, title=f"{unicode_word} probe")
+    assert await _raw_get(mesh, f"/v1/products:search?q={unicode_word}".encode()) == 400
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # until the new product is indexed
+        status, body = await _raw_exchange(mesh, f"/v1/products:search?q={quote(unicode_word)}")
+        assert status == 200, body[:300]
+        if int(orjson.loads(body).get("totalHits", 0)) == 1:
+            break
+        assert asyncio.get_running_loop().time() < deadline, body[:300]
+        await asyncio.sleep(0.5)
+    status, body = await _raw_exchange(mesh, b"/v1/products:search?q=%FF")
+    assert status == 400 and "q" in orjson.loads(body)["error"]["message"], body[:300]
 
 
 async def test_hostile_queries_over_grpc_on_both_engines(marked: tuple[Mesh, str], tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import load_api_routes
 from gateway.auth import InternalTokens, JwtVerifier
-from gateway.dispatch import Dispatcher
+from gateway.dispatch import Dispatcher, query_pairs
 from gateway.middleware import RequestContextMiddleware
 from meshkit.auth import INTERNAL_TOKEN_HEADER, verify_internal_token
 from meshkit.context import Principal
@@ -146,3 +146,43 @@ def test_a_429_from_a_service_says_when_to_retry(provider) -> None:
     assert reply.status_code == 429
     assert reply.headers["Retry-After"] == "1"
     assert reply.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+
+
+def _search_upstream() -> RecordingUpstream:
+    from shop.catalog.v1 import catalog_pb2
+
+    route = next(r for r in load_api_routes() if r.path.template == "/v1/products:search")
+    return RecordingUpstream(route, catalog_pb2.SearchProductsResponse())
+
+
+def test_query_parameters_are_utf8_percent_encoded_or_raw_and_anything_else_is_a_400(provider) -> None:
+    upstream = _search_upstream()
+    client = client_for(upstream)
+    assert client.get("/v1/products:search?q=caf%C3%A9&brands=%C3%9C").status_code == 200
+    [(message, _)] = upstream.calls
+    assert (message.q, list(message.brands)) == ("café", ["Ü"])
+    # the decoding itself, on bytes as the HTTP parser hands them over
+    assert query_pairs("q=café&x=1".encode()) == [("q", "café"), ("x", "1")]
+    for target, field in (
+        ("/v1/products:search?q=%FF", "q"),
+        ("/v1/products:search?q=a&brands=%C3", "brands"),
+    ):
+        reply = client.get(target)
+        assert reply.status_code == 400, reply.text
+        error = reply.json()["error"]
+        assert error["status"] == "INVALID_ARGUMENT" and field in error["message"], error
+    assert len(upstream.calls) == 1  # nothing with replaced characters went upstream
+
+
+def test_an_unpaired_surrogate_in_a_body_key_is_a_400_with_a_json_body(provider) -> None:
+    route = next(r for r in load_api_routes() if r.path.template == "/v1/products/{product_id}/stock:adjust")
+    upstream = RecordingUpstream(route, inventory_pb2.AdjustStockResponse())
+    token = jwt.encode({"sub": "ops-1", "roles": ["admin"], "aud": "shopmesh", "exp": 9_999_999_999}, SECRET)
+    reply = client_for(upstream).post(
+        "/v1/products/42/stock:adjust",
+        content=b'{"\\ud800": 1, "warehouseId": "2", "delta": 3}',
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert reply.status_code == 400, reply.text  # was a 500: the error echoing the key failed to encode
+    assert reply.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert "\\ud800" in reply.text and not upstream.calls
