@@ -39,7 +39,10 @@ async def proxied(mesh, small_world, tmp_path) -> AsyncIterator[tuple[OwnCatalog
     proxy = Proxy()
     await proxy.up()
     try:
-        async with own_catalog(mesh, tmp_path, opensearch_url=f"http://127.0.0.1:{proxy.port}") as catalog:
+        # the proxy counts what reaches OpenSearch: no price_cents count in between (one at start)
+        async with own_catalog(
+            mesh, tmp_path, opensearch_url=f"http://127.0.0.1:{proxy.port}", price_cents_check_seconds="3600"
+        ) as catalog:
             yield catalog, proxy
     finally:
         await proxy.down()
