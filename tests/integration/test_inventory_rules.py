@@ -303,8 +303,9 @@ async def test_owners_and_request_ids_reach_the_database_exactly_as_sent(mesh):
 
 
 async def test_a_reserve_request_id_answers_only_its_own_request_and_says_what_its_units_are_now(mesh):
-    """A replay returns the first call's reservations as they are now; the id sent for another product
-    or owner is REQUEST_ID_REUSED (it answered the first product's reservations as if of this one)."""
+    """A replay returns the first call's reservations as they are now; the id sent for another
+    product, owner or quantity is REQUEST_ID_REUSED (it answered the first request's reservations as
+    if they were this one's)."""
     await mesh.start("inventory_svc")
     stub = service_stub(mesh)
     product, other = new_product_id(), new_product_id()
@@ -322,7 +323,7 @@ async def test_a_reserve_request_id_answers_only_its_own_request_and_says_what_i
     assert [r.id for r in again] == [r.id for r in first] and len(first) == 1
     assert again[0].status == pb.RESERVATION_STATUS_ACTIVE
 
-    for reused in (reserve(other), reserve(product, owner="cart-2")):
+    for reused in (reserve(other), reserve(product, owner="cart-2"), reserve(product, quantity=3)):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.ReserveStock(reused)
         assert (caught.value.code(), reason_of(caught.value)) == (
@@ -330,6 +331,10 @@ async def test_a_reserve_request_id_answers_only_its_own_request_and_says_what_i
             "REQUEST_ID_REUSED",
         )
     assert (await stub.GetStock(pb.GetStockRequest(product_id=other))).stock.reserved == 0
+    # a partial release lowers the reservation's quantity, not what its request asked for
+    await stub.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id=first[0].id, quantity=1))
+    partly = (await stub.ReserveStock(reserve(product))).reservations
+    assert [(r.id, r.quantity) for r in partly] == [(first[0].id, 1)]
 
     await stub.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id=first[0].id))
     replayed = (await stub.ReserveStock(reserve(product))).reservations
