@@ -224,6 +224,13 @@ class InventoryService:
             raise _not_found([str(r["id"]) for r in rows])
         if outcome == "not_active":
             raise ReservationNotActive([str(r["id"]) for r in rows])
+        if outcome == "already" and {r["id"] for r in rows} != set(ids):
+            # a repeat names other reservations: answering "already committed" would tell the caller
+            # that units were sold which are still only reserved (or never were the order's)
+            raise FailedPrecondition(
+                f"order {order_id} was committed with other reservations; a repeat must name the same ones",
+                metadata={"order_id": order_id, "committed_reservations": len(rows)},
+            )
         return [_reservation(r) for r in rows], outcome == "already"
 
     async def restock(self, order_id: str, *, reason: str = "") -> tuple[int, bool]:

@@ -170,6 +170,31 @@ async def test_a_refused_commit_changes_nothing_and_the_order_can_commit_later(i
     assert broken(invariant_violations(inventory.database_url, [product])) == []
 
 
+async def test_a_repeated_commit_naming_other_reservations_is_refused_not_answered_as_done(inventory):
+    """The repeat of a commit answered "already committed" whatever ids it named: a caller that sent
+    another reservation believed its units sold while they stayed reserved."""
+    admin, svc = admin_stub(inventory), service_stub(inventory)
+    product = new_product_id()
+    await stock_product(admin, product, {1: 10})
+    first, later = await _reserve(svc, product, 2), await _reserve(svc, product, 1)
+    order_id = f"order-{product}"
+    await svc.CommitReservations(
+        pb.CommitReservationsRequest(order_id=order_id, reservation_ids=[first[0].id])
+    )
+
+    for other in ([later[0].id], [first[0].id, later[0].id]):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await svc.CommitReservations(
+                pb.CommitReservationsRequest(order_id=order_id, reservation_ids=other)
+            )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, caught.value.details()
+
+    got = await svc.BatchGetReservations(pb.BatchGetReservationsRequest(reservation_ids=[later[0].id]))
+    assert [r.status for r in got.reservations] == [pb.RESERVATION_STATUS_ACTIVE]
+    stock = (await svc.GetStock(pb.GetStockRequest(product_id=product))).stock
+    assert (stock.quantity, stock.reserved) == (8, 1)
+
+
 async def test_a_restock_racing_a_commit_restocks_what_the_commit_sold(inventory):
     """The restock finds no commit record yet, waits on the commit's insert of it, then restocks
     the committed units instead of answering "nothing was committed" while the sale lands."""
