@@ -157,6 +157,7 @@ class CartService:
             if line is None and len(cart.lines) >= self._max_lines:
                 raise InvalidArgument("product_id", f"a cart holds at most {self._max_lines} lines")
             total = validate_quantity((line.quantity if line else 0) + quantity, self._max_quantity)
+            await _refuse_if_being_checked_out(conn, user_id, product_id)
             if line is not None and line.is_expired(_now()):
                 await self._release_all(conn, user_id, line, version)
                 units = total
@@ -183,7 +184,10 @@ class CartService:
             if line is None:
                 raise CartItemNotFound(product_id)
             op = derived_request_id(user_id, version, product_id, quantity, "update")
-            if line.is_expired(_now()):
+            expired = line.is_expired(_now())
+            if expired or quantity > line.quantity:
+                await _refuse_if_being_checked_out(conn, user_id, product_id)
+            if expired:
                 await self._release_all(conn, user_id, line, version)
                 held = await self._reserve(user_id, product_id, quantity, op)
                 await cart_store.add_reservations(
@@ -234,13 +238,17 @@ class CartService:
     # --- helpers (inside the caller's transaction) ------------------------------------------------
 
     async def _reserve(self, user_id: str, product_id: int, quantity: int, request_id: str) -> list[Held]:
-        return await self._inventory.reserve(
+        held = await self._inventory.reserve(
             owner=user_id,
             product_id=product_id,
             quantity=quantity,
             ttl_seconds=self._ttl,
             request_id=request_id,
         )
+        # a replayed request id is answered with its reservations as they are now: one expired,
+        # released or committed since holds nothing, and recording it as live would only fail the
+        # next checkout's commit (the line then counts as lapsed and is reserved again)
+        return [h for h in held if h.status == "active"]
 
     async def _release(
         self, conn: AsyncConnection, reservation_id: uuid.UUID, quantity: int, request_key: str
@@ -275,6 +283,15 @@ class CartService:
         line = _line(await cart_store.load_cart(conn, user_id), product_id)
         assert line is not None
         return line
+
+
+async def _refuse_if_being_checked_out(conn: AsyncConnection, user_id: str, product_id: int) -> None:
+    """Before reserving more of a product: an unfinished checkout may be selling it. When it ends
+    it takes the units it sold off the line and its reservations off the cart; units reserved now
+    would stay on a line that no longer counts them (holding stock nothing buys, and failing the
+    next checkout with too many units held), and a line added again would be taken away whole."""
+    if await cart_store.in_open_checkout(conn, user_id, product_id):
+        raise CheckoutInProgress(product_id)
 
 
 async def _refuse_if_claimed(conn: AsyncConnection, line: CartLine) -> None:

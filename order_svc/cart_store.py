@@ -52,6 +52,17 @@ async def claimed_by_checkout(conn: AsyncConnection, reservation_ids: Sequence[u
     return await cur.fetchone() is not None
 
 
+async def in_open_checkout(conn: AsyncConnection, user_id: str, product_id: int) -> bool:
+    """Whether an unfinished checkout of this user's cart sells this product (under the cart lock
+    the answer cannot change: orders are created under it, see checkout_create)."""
+    cur = await conn.execute(
+        "SELECT 1 FROM orders o JOIN order_lines l ON l.order_id = o.id"
+        " WHERE o.user_id = %s AND o.status = 'pending' AND l.product_id = %s LIMIT 1",
+        (user_id, product_id),
+    )
+    return await cur.fetchone() is not None
+
+
 async def touch_cart(conn: AsyncConnection, user_id: str) -> None:
     await conn.execute(
         "UPDATE carts SET version = version + 1, updated_at = now() WHERE user_id = %s", (user_id,)

@@ -100,7 +100,8 @@ class CartItemNotFound(NotFound):
 
 
 class CheckoutInProgress(Aborted):
-    """A cart change would release units that an unfinished checkout of this cart has claimed."""
+    """A cart change would release units an unfinished checkout of this cart has claimed, or reserve
+    more of a product it is selling."""
 
     reason = "CHECKOUT_IN_PROGRESS"
 

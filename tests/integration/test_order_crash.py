@@ -104,7 +104,8 @@ async def test_crash_at_a_step_boundary_then_retry_completes_exactly_once(mesh, 
 async def test_cart_units_taken_by_an_unfinished_checkout_stay_until_it_ends(mesh):
     """The order was created for 3 units (step 1) and its driver died before committing them (step 2).
     Lowering, removing or clearing the line now would release units the order is charged for while
-    step 2 commits its reservations by id: the order would sell 3 and move 1. The cart refuses."""
+    step 2 commits its reservations by id: the order would sell 3 and move 1. Raising it would
+    reserve units the line stops counting when the order takes its 3 off. The cart refuses."""
     user, key = user_id(), new_key()
     await start_order_mesh(mesh)
     product = await new_product(mesh, stock=5)
@@ -116,6 +117,9 @@ async def test_cart_units_taken_by_an_unfinished_checkout_stay_until_it_ends(mes
         lambda: cart.UpdateCartItem(cart_pb2.UpdateCartItemRequest(product_id=product, quantity=1)),
         lambda: cart.RemoveCartItem(cart_pb2.RemoveCartItemRequest(product_id=product)),
         lambda: cart.ClearCart(cart_pb2.ClearCartRequest()),
+        # more of a product it sells: units the line would no longer count once the checkout ends
+        lambda: cart.UpdateCartItem(cart_pb2.UpdateCartItemRequest(product_id=product, quantity=4)),
+        lambda: cart.AddCartItem(cart_pb2.AddCartItemRequest(product_id=product, quantity=1)),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await change()
@@ -124,6 +128,10 @@ async def test_cart_units_taken_by_an_unfinished_checkout_stay_until_it_ends(mes
             "CHECKOUT_IN_PROGRESS",
         ), caught.value.details()
     assert (await stock_of(mesh, product)).reserved == 3
+    # a product the checkout does not sell comes and goes as usual
+    other = await new_product(mesh, stock=5)
+    await add(mesh, user, other, 1)
+    await cart.RemoveCartItem(cart_pb2.RemoveCartItemRequest(product_id=other))
     order = await _retry(mesh, user, key)
 
     assert order.status == PAID and [line.quantity for line in order.lines] == [3]
@@ -142,27 +150,24 @@ async def test_a_clear_refused_at_a_claimed_line_releases_nothing_before_it(mesh
     freed them. Every line is checked first now."""
     user, key = user_id(), new_key()
     await start_order_mesh(mesh)
-    first, second = await new_product(mesh, stock=5), await new_product(mesh, stock=5)
-    await add(mesh, user, first, 1)
-    await add(mesh, user, second, 1)
-    # the first line's reservation lapses (as past its TTL), so the checkout claims only the second's
+    sold, extra = await new_product(mesh, stock=5), await new_product(mesh, stock=5)
+    await add(mesh, user, sold, 1)
+    await _crash_during_checkout(mesh, "after_order_created", user, key)
+    await add(mesh, user, extra, 2)  # a product the checkout does not sell: added as usual
+    # ... and listed before the claimed line (a fresh position for that one), so a line-by-line
+    # clear releases it first
     sql(
         mesh.database_url,
-        "UPDATE orders.cart_reservations SET state = 'lapsed' WHERE user_id = %s AND product_id = %s",
+        "UPDATE orders.cart_items SET position = DEFAULT WHERE user_id = %s AND product_id = %s",
         user,
-        first,
+        sold,
     )
-    await _crash_during_checkout(mesh, "after_order_created", user, key)
-    cart = carts(mesh, user)
-    # the first line holds nothing the checkout claimed: raising it reserves afresh, unclaimed
-    await cart.UpdateCartItem(cart_pb2.UpdateCartItemRequest(product_id=first, quantity=2))
-    held = (await stock_of(mesh, first)).reserved
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await cart.ClearCart(cart_pb2.ClearCartRequest())
+        await carts(mesh, user).ClearCart(cart_pb2.ClearCartRequest())
 
     assert reason_of(caught.value) == "CHECKOUT_IN_PROGRESS"
-    assert (await stock_of(mesh, first)).reserved == held  # nothing of the first line was released
+    assert (await stock_of(mesh, extra)).reserved == 2  # nothing of the other line was released
 
 
 async def test_crash_after_restocking_a_declined_payment_restocks_once(mesh):
