@@ -186,12 +186,44 @@ def _nest(path: Sequence[FieldDescriptor], value: Any, target: dict[str, Any]) -
     target[path[-1].json_name] = value
 
 
-def _scalar(field: FieldDescriptor, raw: str, name: str) -> Any:
+_INTEGER_WRAPPERS = {
+    "google.protobuf.Int32Value",
+    "google.protobuf.Int64Value",
+    "google.protobuf.UInt32Value",
+    "google.protobuf.UInt64Value",
+}
+
+
+_FLOAT_WRAPPERS = {"google.protobuf.DoubleValue", "google.protobuf.FloatValue"}
+_ASCII_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|-?Infinity|NaN")
+
+
+def _is_float(field: FieldDescriptor) -> bool:
+    if field.cpp_type in (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT):
+        return True
+    return field.message_type is not None and field.message_type.full_name in _FLOAT_WRAPPERS
+
+
+def _is_integer(field: FieldDescriptor) -> bool:
+    if field.cpp_type in _DIRECT_INTEGERS:
+        return True
+    return field.message_type is not None and field.message_type.full_name in _INTEGER_WRAPPERS
+
+
+def _scalar(field: FieldDescriptor, raw: str, name: str, where: str) -> Any:
+    """`raw` for ParseDict; `name` as the client sent it, `where` the proto field path."""
     if _is_bool(field):
         word = raw.strip().lower()
         if word not in _BOOL_WORDS:
             raise bad_request(f"{name!r} must be true or false", field=name)
         return _BOOL_WORDS[word]
+    # ParseDict converts number strings with int() and float(), which also take "1_0", " 7", "\t7"
+    # and other scripts' digits (U+0667 for 7): /v1/products/1_0 fetched product 10
+    if (_is_integer(field) and not _ASCII_INTEGER.fullmatch(raw)) or (
+        _is_float(field) and not _ASCII_NUMBER.fullmatch(raw)
+    ):
+        description = _expectation(field, raw)
+        raise bad_request(f"{where}: {description}", field=where, description=description)
     return raw
 
 
@@ -210,11 +242,11 @@ def _query_dict(route: Route, query: Sequence[tuple[str, str]], bound: set[str])
         values.append(raw)
         field = path[-1]
         if field.is_repeated:
-            _nest(path, [_scalar(field, v, name) for v in values], data)
+            _nest(path, [_scalar(field, v, name, proto_path) for v in values], data)
         elif len(values) > 1:
             raise bad_request(f"query parameter {name!r} given more than once", field=name)
         else:
-            _nest(path, _scalar(field, raw, name), data)
+            _nest(path, _scalar(field, raw, name, proto_path), data)
     return data
 
 
@@ -297,7 +329,7 @@ def build_request(
         data: dict[str, Any] = {}
         for name, raw in sources.items():
             path = _resolve(descriptor, name, source="field")
-            _nest(path, _scalar(path[-1], raw, name), data)
+            _nest(path, _scalar(path[-1], raw, name, ".".join(f.name for f in path)), data)
         overriding = route.request_class()
         _parse_into(overriding, data, what="path or header value")
         for name in sources:

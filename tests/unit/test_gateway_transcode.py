@@ -58,6 +58,12 @@ def test_search_query_parameters_are_typed_and_repeatable() -> None:
         [("in_stock", "maybe")],
         [("page", "1"), ("page", "2")],
         [("min_price", "cheap")],
+        # what int() and float() take besides ASCII numbers: were read as 10, 7, 5
+        [("page", "1_0")],
+        [("page", "\u0667")],
+        [("page", "\t7")],
+        [("min_price", "1_0")],
+        [("min_price", " 5")],
     ],
 )
 def test_bad_query_parameters_are_400(query) -> None:
@@ -72,6 +78,11 @@ def test_path_variable_conversion_and_bad_ids() -> None:
     with pytest.raises(GatewayError) as caught:
         transcode(get, path={"product_id": "abc"})
     assert caught.value.http_status == 400
+    for loose in ("1_0", "+7", "\u0667", " 7"):  # int() reads them as 10, 7, 7, 7
+        with pytest.raises(GatewayError) as caught:
+            transcode(get, path={"product_id": loose})
+        assert caught.value.http_status == 400, loose
+    assert transcode(get, path={"product_id": "-3"}).product_id == -3  # the service says what is wrong
 
 
 def test_path_variable_cannot_also_come_from_the_query() -> None:
