@@ -8,9 +8,10 @@ httptools.parse_url keeps offsets and lengths in 16 bits, so uvicorn passed a qu
 
 Neither httptools nor uvicorn bounds the headers: a client could send one header of hundreds of
 megabytes (httptools grows it chunk by chunk, in quadratic time) or any number of them. The bytes
-received while a head is incomplete are counted per chunk; a chunk that starts a head after the end
-of a pipelined request is not counted, so a head can exceed the bound by at most one chunk before it
-is refused.
+received while a head is incomplete are counted per read: a read that starts and ends inside one
+head counts whole, one in which a head completes (it also holds a body or other requests) or that
+starts after the end of a pipelined request does not, so a head can exceed the bound by at most one
+read before it is refused.
 """
 
 from __future__ import annotations
@@ -50,14 +51,20 @@ LINGER_SECONDS = 2.0
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _in_head = True  # waiting for (or reading) a request's head
     _head_bytes = 0
+    _head_completed = False  # during the current read
     _refused = False
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # the rest of a refused request: read and dropped until the client closes
         was_in_head = self._in_head
+        self._head_completed = False
         super().data_received(data)
-        if self._refused or not (was_in_head and self._in_head) or self.transport.is_closing():
+        # count a read only if it started and ended inside one head: a read in which a head was
+        # completed holds a body or other requests too (and a request already handed to the app)
+        if self._refused or self._head_completed or not (was_in_head and self._in_head):
+            return
+        if self.transport.is_closing():
             return
         self._head_bytes += len(data)
         if self._head_bytes > MAX_HEAD_BYTES:
@@ -67,8 +74,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         """Answer, then close gently: a close with the client's bytes still unread makes the kernel
         send a reset, which can destroy the answer before the client reads it. So: send it, end our
         side (the client sees the answer, then EOF), drop whatever else arrives, and close for good
-        after LINGER_SECONDS."""
+        after LINGER_SECONDS. With an earlier pipelined request still being answered, the connection
+        is closed without an answer instead (as uvicorn does), so nothing overtakes that response."""
         self._refused = True
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and not cycle.response_complete:
+            self.transport.close()
+            return
         self.transport.write(response)
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -79,6 +91,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._url_too_long = False
+        self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -87,7 +100,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             raise UrlTooLong("request target too long")  # ends parsing; uvicorn answers via send_400
 
     def on_headers_complete(self) -> None:
-        self._in_head, self._head_bytes = False, 0
+        self._in_head, self._head_completed = False, True
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
