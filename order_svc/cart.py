@@ -57,7 +57,9 @@ def add_request_id(
     """
     if request_id:
         return derived_request_id(user_id, "req", request_id, product_id, units, "add")
-    return derived_request_id(user_id, version, product_id, total, request_id, "add")
+    # units too: a retry at this version after the line lapsed reserves the whole line, not the
+    # added units, and one id sent with another quantity is REQUEST_ID_REUSED
+    return derived_request_id(user_id, version, product_id, total, units, request_id, "add")
 
 
 def _now() -> dt.datetime:
@@ -187,14 +189,17 @@ class CartService:
             expired = line.is_expired(_now())
             if expired or quantity > line.quantity:
                 await _refuse_if_being_checked_out(conn, user_id, product_id)
+            # the inventory request id names the units reserved: a retry at this version after the
+            # line lapsed reserves the whole quantity, not the difference (the same id with another
+            # quantity is REQUEST_ID_REUSED)
             if expired:
                 await self._release_all(conn, user_id, line, version)
-                held = await self._reserve(user_id, product_id, quantity, op)
-                await cart_store.add_reservations(
-                    conn, user_id, [(h.id, h.product_id, h.quantity, h.expires_at) for h in held]
-                )
-            elif quantity > line.quantity:
-                held = await self._reserve(user_id, product_id, quantity - line.quantity, op)
+                units = quantity
+            else:
+                units = quantity - line.quantity
+            if units > 0:
+                reserve_op = derived_request_id(user_id, version, product_id, quantity, units, "update")
+                held = await self._reserve(user_id, product_id, units, reserve_op)
                 await cart_store.add_reservations(
                     conn, user_id, [(h.id, h.product_id, h.quantity, h.expires_at) for h in held]
                 )
