@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 ORDER_VALUE_BUCKETS = (10, 25, 50, 100, 250, 500, 1000, 2500)
 
@@ -25,6 +25,12 @@ checkout_recoveries_total = Counter(
     "checkout_recoveries_total",
     "Unfinished orders resolved by the recovery job, by outcome (completed/compensated/transition).",
     ["outcome"],
+)
+orders_unfinished_oldest_seconds = Gauge(
+    "orders_unfinished_oldest_seconds",
+    "Seconds since the stalest unfinished order (PENDING, or a cancel/refund under way) last changed, "
+    "as of the recovery leader's last pass; 0 elsewhere and when there is none. Such an order's user "
+    "cannot check out again until it ends.",
 )
 orders_archived_total = Counter("orders_archived_total", "Orders moved to orders_archive and anonymized.")
 order_archives_exported_total = Counter(

@@ -99,6 +99,8 @@ class RecoveryJob:
                     compensated.append(order_id)
         async with transaction(self._pool) as conn:
             await cart_store.prune_requests(conn, dt.timedelta(days=1))
+            # what this pass could not finish (or had no reason to touch yet): OrdersUnfinishedStuck
+            metrics.orders_unfinished_oldest_seconds.set(await store.oldest_unfinished_seconds(conn))
         if completed or compensated:
             log_event(log, "checkout_recovery", completed=len(completed), compensated=len(compensated))
         return completed, compensated

@@ -308,6 +308,17 @@ async def unfinished_orders(conn: AsyncConnection, *, min_age: dt.timedelta, lim
     return [r["id"] for r in await cur.fetchall()]
 
 
+async def oldest_unfinished_seconds(conn: AsyncConnection) -> float:
+    """Seconds since the stalest unfinished order (PENDING, or a cancel/refund half-done) last
+    changed; 0 when there is none. The same predicate as orders_unfinished, so it reads that index."""
+    cur = await conn.execute(
+        "SELECT coalesce(extract(epoch FROM now() - min(updated_at)), 0)::float8 AS age FROM orders"
+        " WHERE status = 'pending' OR transition_to IS NOT NULL"
+    )
+    row = await cur.fetchone()
+    return float(row["age"]) if row else 0.0
+
+
 # --- checkout in few round trips (migration 0002's functions) --------------------------------------
 
 CHAIN_HAS_RECORDS = "OA001"  # checkout_complete: the order's audit chain is not empty
