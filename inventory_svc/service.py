@@ -8,6 +8,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.errors import NumericValueOutOfRange
 from psycopg_pool import AsyncConnectionPool
 from shop.events.v1 import events_pb2
 
@@ -283,9 +284,15 @@ class InventoryService:
                 return await self._stock(conn, product_id)
             if delta > 0:
                 await store.ensure_product(conn, product_id)
-            row = await store.change_quantity(
-                conn, product_id=product_id, warehouse_id=warehouse_id, delta=delta
-            )
+            field = "quantity" if movement == Movement.RECEIVE else "delta"
+            try:
+                row = await store.change_quantity(
+                    conn, product_id=product_id, warehouse_id=warehouse_id, delta=delta
+                )
+            except NumericValueOutOfRange:  # the warehouse's own INT row, before the total is checked
+                raise InvalidArgument(
+                    field, f"would take the product past {MAX_PRODUCT_UNITS} units in all warehouses"
+                ) from None
             if row is None:
                 if not await store.stock_rows(conn, product_id):
                     raise UnknownProduct(product_id)
@@ -319,7 +326,7 @@ class InventoryService:
                 product_id,
                 movement,
                 warehouse_id,
-                changed_field=("quantity" if movement == Movement.RECEIVE else "delta") if delta > 0 else "",
+                changed_field=field if delta > 0 else "",
             )
             return await self._stock(conn, product_id)
 

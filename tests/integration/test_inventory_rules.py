@@ -398,6 +398,8 @@ async def test_stock_past_the_int32_total_is_a_clear_invalid_argument(mesh):
         )
     for call in (
         lambda: admin.ReceiveStock(pb.ReceiveStockRequest(product_id=product, warehouse_id=2, quantity=6)),
+        # into the nearly full warehouse itself: its own INT row overflowed first (an INTERNAL)
+        lambda: admin.ReceiveStock(pb.ReceiveStockRequest(product_id=product, warehouse_id=1, quantity=16)),
         lambda: admin.AdjustStock(pb.AdjustStockRequest(product_id=product, warehouse_id=2, delta=6)),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
