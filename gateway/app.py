@@ -225,7 +225,16 @@ def build_app(settings: GatewaySettings) -> Starlette:
                 CORSMiddleware,
                 allow_origins=origins,
                 allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-Id"],
+                # traceparent/tracestate: a browser instrumented with OpenTelemetry sends them on
+                # every call, and a preflight that refuses one fails the call
+                allow_headers=[
+                    "Authorization",
+                    "Content-Type",
+                    "Idempotency-Key",
+                    "X-Request-Id",
+                    "traceparent",
+                    "tracestate",
+                ],
                 expose_headers=["X-Request-Id", "Retry-After", "Idempotent-Replayed"],
                 max_age=600,
             )

@@ -115,12 +115,13 @@ async def test_cors_is_configurable(strict_gateway: Gateway) -> None:
         headers={
             "Origin": "https://shop.example",
             "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type,idempotency-key",
+            "Access-Control-Request-Headers": "authorization,content-type,idempotency-key,traceparent",
         },
     )
-    assert preflight.status_code == 200
+    assert preflight.status_code == 200, preflight.text  # traceparent was refused (400, plain text)
     assert preflight.headers["access-control-allow-origin"] == "https://shop.example"
-    assert "idempotency-key" in preflight.headers["access-control-allow-headers"].lower()
+    allowed = preflight.headers["access-control-allow-headers"].lower()
+    assert "idempotency-key" in allowed and "traceparent" in allowed
     reply = await client.get("/healthz", headers={"Origin": "https://shop.example"})
     assert reply.headers["access-control-allow-origin"] == "https://shop.example"
     assert "x-request-id" in reply.headers["access-control-expose-headers"].lower()

@@ -186,3 +186,33 @@ def test_an_unpaired_surrogate_in_a_body_key_is_a_400_with_a_json_body(provider)
     assert reply.status_code == 400, reply.text  # was a 500: the error echoing the key failed to encode
     assert reply.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert "\\ud800" in reply.text and not upstream.calls
+
+
+async def test_a_client_gone_before_its_body_is_a_499_not_a_server_error(provider) -> None:
+    route = next(r for r in load_api_routes() if r.path.template == "/v1/products/{product_id}/stock:adjust")
+    upstream = RecordingUpstream(route, inventory_pb2.AdjustStockResponse())
+    dispatcher = Dispatcher(
+        upstreams=[upstream],
+        verifier=JwtVerifier(key=SECRET, algorithm="HS256", audience="shopmesh"),
+        internal_tokens=InternalTokens(INTERNAL, ttl_seconds=60),
+        limiter=None,
+        max_body_bytes=1024,
+        max_page_size=100,
+    )
+    token = jwt.encode({"sub": "ops-1", "roles": ["admin"], "aud": "shopmesh", "exp": 9_999_999_999}, SECRET)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/products/42/stock:adjust",
+        "raw_path": b"/v1/products/42/stock:adjust",
+        "query_string": b"",
+        "headers": [(b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 5000),
+    }
+    messages = [{"type": "http.request", "body": b'{"delta"', "more_body": True}, {"type": "http.disconnect"}]
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    response = await dispatcher(Request(scope, receive))
+    assert response.status_code == 499 and not upstream.calls
