@@ -7,14 +7,13 @@ expired lines, payment decline and timeout (stock restored, nothing charged), ba
 from __future__ import annotations
 
 import grpc
-import httpx
 from google.protobuf import duration_pb2
-from prometheus_client.parser import text_string_to_metric_families
 from shop.catalog.v1 import catalog_pb2, catalog_pb2_grpc
 from shop.common.v1 import address_pb2
 from shop.inventory.v1 import inventory_pb2
 from shop.order.v1 import cart_pb2, order_pb2
 
+from tests.fault.scenario import metric
 from tests.integration.order_helpers import (
     add,
     admin_orders,
@@ -300,7 +299,7 @@ async def test_payment_timeout_leaves_order_pending_until_recovery_restores_stoc
         "SELECT coalesce(extract(epoch FROM now() - min(updated_at)), 0)::float8 FROM orders.orders"
         " WHERE status = 'pending' OR transition_to IS NOT NULL",
     )
-    reported = await _metric(mesh.metrics_url("order_svc"), "orders_unfinished_oldest_seconds")
+    reported = await metric(mesh.metrics_url("order_svc"), "orders_unfinished_oldest_seconds")
     assert abs(reported - oldest) < 10, (reported, oldest)
 
     stock = await stock_of(mesh, product)
@@ -367,14 +366,3 @@ async def test_bad_input_gets_clear_errors_and_changes_nothing(mesh):
     assert sql(mesh.database_url, "SELECT count(*) FROM orders.orders WHERE user_id = %s", user) == [(0,)]
     stock = await stock_of(mesh, product)
     assert (stock.quantity, stock.reserved) == (5, 2)  # only the cart's own reservation
-
-
-async def _metric(url: str, name: str) -> float:
-    async with httpx.AsyncClient(timeout=5) as client:
-        text = (await client.get(url)).text
-    return next(
-        sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == name
-    )

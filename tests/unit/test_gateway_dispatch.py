@@ -46,8 +46,8 @@ def provider() -> TracerProvider:
     return provider
 
 
-def client_for(upstream: RecordingUpstream) -> TestClient:
-    dispatcher = Dispatcher(
+def dispatcher_for(upstream: RecordingUpstream) -> Dispatcher:
+    return Dispatcher(
         upstreams=[upstream],
         verifier=JwtVerifier(key=SECRET, algorithm="HS256", audience="shopmesh"),
         internal_tokens=InternalTokens(INTERNAL, ttl_seconds=60),
@@ -55,6 +55,10 @@ def client_for(upstream: RecordingUpstream) -> TestClient:
         max_body_bytes=1024,
         max_page_size=100,
     )
+
+
+def client_for(upstream: RecordingUpstream) -> TestClient:
+    dispatcher = dispatcher_for(upstream)
 
     async def api(request: Request):
         return await dispatcher(request)
@@ -191,14 +195,7 @@ def test_an_unpaired_surrogate_in_a_body_key_is_a_400_with_a_json_body(provider)
 async def test_a_client_gone_before_its_body_is_a_499_not_a_server_error(provider) -> None:
     route = next(r for r in load_api_routes() if r.path.template == "/v1/products/{product_id}/stock:adjust")
     upstream = RecordingUpstream(route, inventory_pb2.AdjustStockResponse())
-    dispatcher = Dispatcher(
-        upstreams=[upstream],
-        verifier=JwtVerifier(key=SECRET, algorithm="HS256", audience="shopmesh"),
-        internal_tokens=InternalTokens(INTERNAL, ttl_seconds=60),
-        limiter=None,
-        max_body_bytes=1024,
-        max_page_size=100,
-    )
+    dispatcher = dispatcher_for(upstream)
     token = jwt.encode({"sub": "ops-1", "roles": ["admin"], "aud": "shopmesh", "exp": 9_999_999_999}, SECRET)
     scope = {
         "type": "http",
