@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
 
 from psycopg_pool import AsyncConnectionPool
 
 from inventory_svc import metrics, store
-from inventory_svc.model import Movement
 from inventory_svc.service import InventoryService
 from meshkit.db import connection, transaction
 from meshkit.logs import log_event
@@ -36,44 +34,7 @@ async def release_expired_reservations(
             rows = await store.take_expired(conn, take)
             if not rows:
                 break
-            totals: dict[tuple[int, int], int] = defaultdict(int)
-            for row in rows:
-                totals[(row["product_id"], row["warehouse_id"])] += row["quantity"]
-            # Ledger rows first: they lock nothing, so the stock rows (hot SKUs that reserve batches
-            # wait on) stay unlocked meanwhile. Pipelined: one round trip for the whole batch, where
-            # it was one per row, each with the stock rows locked.
-            async with conn.pipeline():
-                for row in rows:
-                    await store.add_ledger(
-                        conn,
-                        product_id=row["product_id"],
-                        warehouse_id=row["warehouse_id"],
-                        movement=Movement.EXPIRE,
-                        quantity_delta=0,
-                        reserved_delta=-row["quantity"],
-                        reservation_id=row["id"],
-                        actor="job:reservation-expiry",
-                    )
-            # From here to the commit the stock rows are locked: a few round trips, not several per row.
-            await store.lock_stock(conn, list(totals))
-            async with conn.pipeline():
-                for (product_id, warehouse_id), quantity in sorted(totals.items()):
-                    await store.change_stock(
-                        conn,
-                        product_id=product_id,
-                        warehouse_id=warehouse_id,
-                        quantity_delta=0,
-                        reserved_delta=-quantity,
-                    )
-                by_product: dict[int, list[dict]] = defaultdict(list)
-                for row in rows:
-                    by_product[row["product_id"]].append(row)
-                for product_id in sorted(by_product):
-                    expired = by_product[product_id]
-                    last = await store.bump_version(conn, product_id, by=len(expired))
-                    for version, row in enumerate(expired, start=last - len(expired) + 1):
-                        await service.emit_expired_event(conn, row, version=version)
-                    await service.emit_stock_event(conn, product_id, Movement.EXPIRE)
+            await service.apply_expiry(conn, rows, actor="job:reservation-expiry")
         count += len(rows)
         units += sum(row["quantity"] for row in rows)
         metrics.cart_abandonments_total.inc(len(rows))

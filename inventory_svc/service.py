@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import defaultdict
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -140,13 +141,70 @@ class InventoryService:
 
     # ---- reservation lifecycle ----------------------------------------------------------------
     async def extend(self, reservation_ids: Sequence[str], ttl: dt.timedelta | None) -> list[Reservation]:
+        """Extend the active ones (never shortening). One whose expiry has passed is not revived:
+        it is expired here and now, as the sweeper would (its units go back on sale), so the answer
+        does not depend on whether the sweeper has reached it yet."""
         ids = _parse_ids(reservation_ids)
         ttl = validate_ttl(ttl, self._default_ttl)
-        async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
+        async with transaction(self._pool) as conn:  # now() is the same for the expiry and the extend
+            due = await store.take_expired(conn, len(ids), reservation_ids=ids)
+            if due:
+                await self.apply_expiry(conn, due, actor=_actor())
             rows = await store.extend_and_get_reservations(conn, ids, ttl.total_seconds())
         _require_all_found(ids, rows)
         by_id = {row["id"]: row for row in rows}
         return [_reservation(by_id[i]) for i in ids]
+
+    async def expire_due(self, reservation_ids: Sequence[uuid.UUID]) -> int:
+        """Expire those of these reservations whose expiry has passed. Returns how many."""
+        async with transaction(self._pool) as conn:
+            due = await store.take_expired(conn, len(reservation_ids), reservation_ids=reservation_ids)
+            if due:
+                await self.apply_expiry(conn, due, actor=_actor())
+        return len(due)
+
+    async def apply_expiry(
+        self, conn: AsyncConnection, rows: Sequence[dict[str, Any]], *, actor: str
+    ) -> None:
+        """The rest of expiring reservations that store.take_expired marked (in this transaction):
+        ledger rows, the stock they held released, one expiry event each and a stock event per product."""
+        totals: dict[tuple[int, int], int] = defaultdict(int)
+        for row in rows:
+            totals[(row["product_id"], row["warehouse_id"])] += row["quantity"]
+        # Ledger rows first: they lock nothing, so the stock rows (hot SKUs that reserve batches
+        # wait on) stay unlocked meanwhile. Pipelined: one round trip for the whole batch.
+        async with conn.pipeline():
+            for row in rows:
+                await store.add_ledger(
+                    conn,
+                    product_id=row["product_id"],
+                    warehouse_id=row["warehouse_id"],
+                    movement=Movement.EXPIRE,
+                    quantity_delta=0,
+                    reserved_delta=-row["quantity"],
+                    reservation_id=row["id"],
+                    actor=actor,
+                )
+        # From here to the commit the stock rows are locked: a few round trips, not several per row.
+        await store.lock_stock(conn, list(totals))
+        async with conn.pipeline():
+            for (product_id, warehouse_id), quantity in sorted(totals.items()):
+                await store.change_stock(
+                    conn,
+                    product_id=product_id,
+                    warehouse_id=warehouse_id,
+                    quantity_delta=0,
+                    reserved_delta=-quantity,
+                )
+            by_product: dict[int, list[dict[str, Any]]] = defaultdict(list)
+            for row in rows:
+                by_product[row["product_id"]].append(row)
+            for product_id in sorted(by_product):
+                expired = by_product[product_id]
+                last = await store.bump_version(conn, product_id, by=len(expired))
+                for version, row in enumerate(expired, start=last - len(expired) + 1):
+                    await self._emit_expired_event(conn, row, version=version)
+                await self._emit_stock_event(conn, product_id, Movement.EXPIRE)
 
     async def release(self, reservation_id: str, *, quantity: int = 0, request_id: str = "") -> Reservation:
         rid = parse_reservation_id(reservation_id)
@@ -224,7 +282,11 @@ class InventoryService:
         if outcome == "not_found":
             raise _not_found([str(r["id"]) for r in rows])
         if outcome == "not_active":
-            raise ReservationNotActive([str(r["id"]) for r in rows])
+            refused = [r["id"] for r in rows]
+            # some may be active but past their expiry (the sweeper not there yet): expire them now,
+            # so the units are free when the caller re-reserves
+            await self.expire_due(refused)
+            raise ReservationNotActive([str(r) for r in refused])
         if outcome == "already" and {r["id"] for r in rows} != set(ids):
             # a repeat names other reservations: answering "already committed" would tell the caller
             # that units were sold which are still only reserved (or never were the order's)
@@ -407,7 +469,7 @@ class InventoryService:
             event_id=uuid.UUID(event.event_id),
         )
 
-    async def emit_expired_event(
+    async def _emit_expired_event(
         self, conn: AsyncConnection, row: dict[str, Any], *, version: int | None = None
     ) -> None:
         """`version`: one the caller already took with `store.bump_version(..., by=n)`."""
@@ -433,9 +495,6 @@ class InventoryService:
             payload=event.SerializeToString(),
             event_id=uuid.UUID(event.event_id),
         )
-
-    async def emit_stock_event(self, conn: AsyncConnection, product_id: int, movement: Movement) -> None:
-        await self._emit_stock_event(conn, product_id, movement)
 
 
 def _validate_request_id(request_id: str) -> str:

@@ -271,15 +271,21 @@ async def set_reservation(
     return await cur.fetchone()
 
 
-async def take_expired(conn: AsyncConnection, limit: int) -> list[Row]:
-    """Due active reservations, locked; SKIP LOCKED lets several sweepers (replicas) run at once."""
+async def take_expired(
+    conn: AsyncConnection, limit: int, reservation_ids: Sequence[uuid.UUID] | None = None
+) -> list[Row]:
+    """Due active reservations (all, or only these), marked expired and locked; SKIP LOCKED lets
+    several sweepers (replicas) run at once. "Due" is judged by the database's clock."""
+    only = " AND id = ANY(%s)" if reservation_ids is not None else ""
+    params: tuple = (list(reservation_ids), limit) if reservation_ids is not None else (limit,)
     cur = await conn.execute(
         "UPDATE reservations r SET status = 'expired', updated_at = now()"
         " FROM (SELECT id FROM reservations WHERE status = 'active' AND expires_at < now()"
-        "       ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) due"
+        + only
+        + "       ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) due"
         " WHERE r.id = due.id"
         " RETURNING r.id, r.owner, r.product_id, r.warehouse_id, r.quantity",
-        (limit,),
+        params,
     )
     return await cur.fetchall()
 

@@ -279,6 +279,72 @@ async def test_extend_lengthens_active_reservations_only_and_answers_all(invento
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def _lapse(database_url: str, reservation_ids: list[str]) -> None:
+    """Put these reservations past their expiry, as if the sweeper had not reached them yet."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE inventory.reservations SET expires_at = now() - interval '1 second' WHERE id = ANY(%s)",
+            ([uuid.UUID(r) for r in reservation_ids],),
+        )
+
+
+async def test_a_reservation_past_its_expiry_is_neither_revived_nor_sold_before_the_sweeper_runs(inventory):
+    admin, svc = admin_stub(inventory), service_stub(inventory)
+    product = new_product_id()
+    await stock_product(admin, product, {1: 3})
+    late, live = (await _reserve(svc, product, 2))[0], (await _reserve(svc, product, 1))[0]
+    _lapse(inventory.database_url, [late.id])
+    reply = await svc.ExtendReservations(
+        pb.ExtendReservationsRequest(
+            reservation_ids=[late.id, live.id], ttl=duration_pb2.Duration(seconds=600)
+        )
+    )
+    assert [r.status for r in reply.reservations] == [
+        pb.RESERVATION_STATUS_EXPIRED,
+        pb.RESERVATION_STATUS_ACTIVE,
+    ]
+    stock = (await svc.GetStock(pb.GetStockRequest(product_id=product))).stock
+    assert (stock.quantity, stock.reserved) == (3, 1)  # its 2 units are back on sale at once
+
+    # a commit meeting a lapsed reservation sells nothing, and its units are free for a re-reserve
+    again = (await _reserve(svc, product, 2))[0]
+    _lapse(inventory.database_url, [again.id])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await svc.CommitReservations(
+            pb.CommitReservationsRequest(order_id=f"late-{product}", reservation_ids=[again.id, live.id])
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(caught.value) == "RESERVATION_EXPIRED" and again.id in caught.value.details()
+    states = await svc.BatchGetReservations(
+        pb.BatchGetReservationsRequest(reservation_ids=[again.id, live.id])
+    )
+    assert [r.status for r in states.reservations] == [
+        pb.RESERVATION_STATUS_EXPIRED,
+        pb.RESERVATION_STATUS_ACTIVE,
+    ]
+    assert len(await _reserve(svc, product, 2)) == 1
+    stock = (await svc.GetStock(pb.GetStockRequest(product_id=product))).stock
+    assert (stock.quantity, stock.reserved) == (3, 3)
+    # the order was not claimed by the refused commit: it commits with live reservations
+    await svc.CommitReservations(
+        pb.CommitReservationsRequest(order_id=f"late-{product}", reservation_ids=[live.id])
+    )
+    with psycopg.connect(inventory.database_url) as conn:
+        expiries = conn.execute(
+            "SELECT count(*) FROM inventory.stock_ledger WHERE product_id = %s AND movement = 'expire'",
+            (product,),
+        ).fetchone()[0]
+    assert expiries == 2
+    events = [
+        events_pb2.InventoryEvent.FromString(bytes(r["payload"]))
+        for r in _outbox(inventory.database_url, product)
+    ]
+    assert sorted(
+        e.reservation_expired.reservation_id for e in events if e.HasField("reservation_expired")
+    ) == sorted([late.id, again.id])
+    assert broken(invariant_violations(inventory.database_url, [product])) == []
+
+
 async def test_a_reserve_batch_writes_its_event_as_protobuf_with_the_batch_totals(inventory):
     admin, svc = admin_stub(inventory), service_stub(inventory)
     product = new_product_id()

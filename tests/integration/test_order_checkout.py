@@ -55,15 +55,17 @@ async def _get_cart(mesh, user: str) -> cart_pb2.Cart:
     return (await carts(mesh, user).GetCart(cart_pb2.GetCartRequest())).cart
 
 
-async def _expire_reservations_of(mesh, user: str) -> None:
-    """Make the user's reservations lapse in inventory now (as its expiry job would after 30 minutes)."""
+async def _expire_reservations_of(mesh, user: str, *, sweep: bool = True) -> None:
+    """Make the user's reservations lapse in inventory now (as its expiry job would after 30 minutes);
+    `sweep=False` leaves them past their expiry but not yet released, as between two sweeper runs."""
     sql(
         mesh.database_url,
         "UPDATE inventory.reservations SET expires_at = now() - interval '1 second'"
         " WHERE owner = %s AND status = 'active'",
         user,
     )
-    await inventory(mesh).ExpireReservations(inventory_pb2.ExpireReservationsRequest())
+    if sweep:
+        await inventory(mesh).ExpireReservations(inventory_pb2.ExpireReservationsRequest())
 
 
 async def test_checkout_prices_from_catalog_commits_stock_charges_once_and_clears_cart(mesh):
@@ -194,6 +196,30 @@ async def test_expired_lines_are_reserved_again_when_stock_allows(mesh):
     stock = await stock_of(mesh, product)
     assert (stock.quantity, stock.reserved, stock.available) == (1, 0, 1)
     assert list((await _get_cart(mesh, user)).items) == []
+
+
+async def test_lines_past_their_expiry_but_not_yet_swept_are_held_again_from_their_own_units(mesh):
+    """Every unit is in the cart: the commit refuses the lapsed reservations, inventory expires them
+    on the spot, and the re-reserve gets those same units back (it would find none if they stayed
+    held until the sweeper's next run)."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=3)
+    await add(mesh, user, product, 3)
+    await _expire_reservations_of(mesh, user, sweep=False)
+
+    order = await checkout(mesh, user, new_key())
+
+    assert order.status == PAID
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved, stock.available) == (0, 0, 0)
+    [(expired, committed)] = sql(
+        mesh.database_url,
+        "SELECT count(*) FILTER (WHERE status = 'expired'), count(*) FILTER (WHERE status = 'committed')"
+        " FROM inventory.reservations WHERE owner = %s",
+        user,
+    )
+    assert (expired, committed) == (1, 1)
 
 
 async def test_the_final_move_records_committed_stock_and_the_payment_attempt(mesh):
