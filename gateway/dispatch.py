@@ -99,14 +99,18 @@ class Dispatcher:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
 
     def match(self, method: str, raw_path: str) -> tuple[Upstream, dict[str, str]]:
+        """HEAD is a GET whose body the server does not send (RFC 9110 9.3.2; uvicorn drops it)."""
+        wanted = "GET" if method == "HEAD" else method
         allowed: list[str] = []
         for upstream in self.upstreams:
             params = upstream.route.path.match(raw_path)
             if params is None:
                 continue
-            if upstream.route.http_method == method:
+            if upstream.route.http_method == wanted:
                 return upstream, params
             allowed.append(upstream.route.http_method)
+            if upstream.route.http_method == "GET":
+                allowed.append("HEAD")
         if allowed:
             raise GatewayError(
                 405,

@@ -118,7 +118,28 @@ async def test_only_annotated_routes_exist(gateway: Gateway) -> None:
     assert_error(await client.post("/shop.inventory.v1.InventoryService/ReceiveStock"), 404, "NOT_FOUND")
     reply = await client.put("/v1/products/1/stock")
     assert_error(reply, 405, "UNIMPLEMENTED")
-    assert reply.headers["allow"] == "GET"
+    assert reply.headers["allow"] == "GET, HEAD"
+    reply = await client.head("/v1/products/1/stock:adjust")
+    assert reply.status_code == 405 and reply.headers["allow"] == "POST"
+
+
+async def test_head_answers_what_get_would_without_the_body(inventory: Gateway) -> None:
+    """RFC 9110: a general-purpose server supports HEAD wherever it supports GET (probes, caches and
+    link checkers send it); it was 405."""
+    client, product = inventory.client, new_product_id()
+    admin = inventory.auth(new_user("admin"), "admin")
+    reply = await client.post(
+        f"/v1/products/{product}/stock:adjust", json={"warehouseId": "1", "delta": 2}, headers=admin
+    )
+    assert reply.status_code == 200, reply.text
+    got = await client.get(f"/v1/products/{product}/stock")
+    head = await client.head(f"/v1/products/{product}/stock")
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-type"] == got.headers["content-type"]
+    assert int(head.headers["content-length"]) == len(got.content) > 0
+    # errors too: the status and headers of the GET, no body
+    missing = await client.head("/v1/products/not-a-number/stock")
+    assert missing.status_code == 400 and missing.content == b""
 
 
 async def test_auth_failures(inventory: Gateway) -> None:

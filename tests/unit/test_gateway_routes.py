@@ -86,7 +86,11 @@ def test_no_other_routes_exist(app) -> None:
             assert reply.status_code == 404, path
             assert reply.json()["error"]["status"] == "NOT_FOUND"
         reply = client.put("/v1/cart")
-        assert reply.status_code == 405 and set(reply.headers["allow"].split(", ")) == {"GET", "DELETE"}
+        assert reply.status_code == 405 and set(reply.headers["allow"].split(", ")) == {
+            "GET",
+            "HEAD",
+            "DELETE",
+        }
 
 
 def test_the_public_paths_of_issue_6_are_served(app) -> None:
