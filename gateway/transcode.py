@@ -276,6 +276,77 @@ def _refuse_unpaired_surrogates(value: Any, path: str) -> None:
             _refuse_unpaired_surrogates(item, f"{path}[{index}]")
 
 
+class _RepeatedKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are distinct. json.loads keeps the last of repeated keys, so
+    {"quantity": 1, "quantity": 100} meant 100 here while a proxy or log reading the first saw 1;
+    protobuf's own JSON parser refuses such objects too."""
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return result
+
+
+def _not_json(word: str) -> NoReturn:
+    # json.loads takes bare NaN, Infinity and -Infinity, which are not JSON (proto3 JSON spells
+    # them as the strings "NaN", "Infinity" and "-Infinity")
+    raise ValueError(f"{word} is not JSON")
+
+
+def _refuse_loose_number_strings(message: Descriptor, data: Mapping[str, Any], prefix: str) -> None:
+    """Proto3 JSON lets a number field be a string ("7"), and ParseDict converts it with int() and
+    float(), which also take "1_0", " 7" and other scripts' digits (U+0667 for 7): {"quantity":
+    "1_0"} put 10 in a cart. Such strings are refused as the path and query ones are (_scalar)."""
+    for key, value in data.items():
+        field = _field_by_any_name(message, key)
+        if field is None or value is None:
+            continue  # ParseDict names the unknown field
+        where = f"{prefix}{field.name}"
+        if _is_map(field):
+            if isinstance(value, Mapping):
+                key_field, value_field = (
+                    field.message_type.fields_by_name["key"],
+                    field.message_type.fields_by_name["value"],
+                )
+                for map_key, item in value.items():
+                    _refuse_loose_number(key_field, map_key, f"{where}[{map_key!r}]")
+                    _refuse_loose_element(value_field, item, f"{where}[{map_key!r}]")
+            continue
+        if field.is_repeated:
+            if isinstance(value, list):
+                for index, item in enumerate(value):
+                    _refuse_loose_element(field, item, f"{where}[{index}]")
+            continue
+        _refuse_loose_element(field, value, where)
+
+
+def _refuse_loose_element(field: FieldDescriptor, value: Any, where: str) -> None:
+    nested = field.message_type
+    if nested is not None and nested.full_name not in _JSON_VALUE_MESSAGES:
+        if isinstance(value, Mapping):
+            _refuse_loose_number_strings(nested, value, f"{where}.")
+        return
+    _refuse_loose_number(field, value, where)
+
+
+def _refuse_loose_number(field: FieldDescriptor, value: Any, where: str) -> None:
+    if not isinstance(value, str):
+        return
+    if (_is_integer(field) and not _ASCII_INTEGER.fullmatch(value)) or (
+        _is_float(field) and not _ASCII_NUMBER.fullmatch(value)
+    ):
+        description = _expectation(field, value)
+        raise bad_request(f"{where}: {description}", field=where, description=description)
+
+
 def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
     if not route.body:
         if body.strip():
@@ -285,7 +356,11 @@ def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
         parsed: Any = {}
     else:
         try:
-            parsed = json.loads(body)
+            parsed = json.loads(body, object_pairs_hook=_object_without_repeats, parse_constant=_not_json)
+        except _RepeatedKey as repeated:
+            raise bad_request(
+                f"{repeated.key}: given more than once in one object", field=repeated.key
+            ) from None
         except (ValueError, RecursionError):
             raise bad_request("request body is not valid JSON") from None
         if _SURROGATE_ESCAPE.search(body):
@@ -293,9 +368,14 @@ def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
     if route.body == "*":
         if not isinstance(parsed, dict):
             raise bad_request("request body must be a JSON object")
-        return parsed
-    field = route.method.input_type.fields_by_name[route.body]
-    return {field.json_name: parsed}
+        data = parsed
+    else:
+        data = {route.method.input_type.fields_by_name[route.body].json_name: parsed}
+    try:
+        _refuse_loose_number_strings(route.method.input_type, data, "")
+    except RecursionError:
+        raise bad_request("request body is nested too deeply") from None
+    return data
 
 
 def build_request(

@@ -341,3 +341,59 @@ def test_a_value_that_does_not_parse_is_named_with_what_its_field_accepts(
     (violations,) = [d["fieldViolations"] for d in error["details"] if "fieldViolations" in d]
     assert violations == [{"field": field, "description": description}]
     assert "int()" not in json.dumps(error) and "Failed to parse" not in json.dumps(error)
+
+
+def _refusal(r: Route, body: bytes, **source) -> dict:
+    with pytest.raises(GatewayError) as caught:
+        transcode(r, body=body, **source)
+    assert caught.value.http_status == 400
+    return caught.value.body()["error"]
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b'{"productId": "1", "quantity": 1, "quantity": 100}', "quantity"),
+        (b'{"productId": "1", "productId": "2", "quantity": 1}', "productId"),
+    ],
+)
+def test_a_key_repeated_in_one_object_is_refused_not_last_one_wins(body: bytes, field: str) -> None:
+    """json.loads kept the last copy: a proxy or audit log reading the first saw another request."""
+    error = _refusal(route("POST", "/v1/cart/items"), body)
+    assert error["message"] == f"{field}: given more than once in one object"
+
+
+def test_a_repeated_key_in_a_nested_object_is_refused_too() -> None:
+    body = b'{"title": "x", "price": {"currencyCode": "USD", "units": "1", "units": "900"}}'
+    error = _refusal(route("PATCH", "/v1/products/{product_id}"), body, path={"product_id": "5"})
+    assert error["message"] == "units: given more than once in one object"
+
+
+@pytest.mark.parametrize("word", [b"NaN", b"Infinity", b"-Infinity"])
+def test_bare_nan_and_infinity_are_not_json(word: bytes) -> None:
+    error = _refusal(route("POST", "/v1/cart/items"), b'{"productId": "1", "quantity": ' + word + b"}")
+    assert error["message"] == "request body is not valid JSON"
+
+
+@pytest.mark.parametrize("loose", ["1_0", " 7", "7 ", "\t7", "\u0667", "+7", "0x10"])
+def test_number_strings_in_a_body_are_plain_ascii_as_in_paths(loose: str) -> None:
+    """ParseDict's int() took "1_0" as 10 and U+0667 as 7: a cart line of 10 from a body that said "1_0"."""
+    body = json.dumps({"productId": "1", "quantity": loose}).encode()
+    error = _refusal(route("POST", "/v1/cart/items"), body)
+    assert error["message"] == "quantity: must be a 32-bit integer"
+    body = json.dumps({"productId": loose, "quantity": 1}).encode()
+    assert (
+        _refusal(route("POST", "/v1/cart/items"), body)["message"] == "product_id: must be a 64-bit integer"
+    )
+
+
+def test_loose_number_strings_are_refused_in_nested_messages_and_plain_ones_still_parse() -> None:
+    r = route("PATCH", "/v1/products/{product_id}")
+    body = json.dumps({"title": "x", "price": {"currencyCode": "USD", "units": "1_2", "nanos": 0}}).encode()
+    error = _refusal(r, body, path={"product_id": "5"})
+    assert error["message"] == "product.price.units: must be a 64-bit integer"
+    body = json.dumps({"title": "x", "price": {"currencyCode": "USD", "units": "-12", "nanos": "5"}}).encode()
+    message = transcode(r, path={"product_id": "5"}, body=body)
+    assert (message.product.price.units, message.product.price.nanos) == (-12, 5)
+    cart = transcode(route("POST", "/v1/cart/items"), body=b'{"productId": "42", "quantity": "3"}')
+    assert (cart.product_id, cart.quantity) == (42, 3)
