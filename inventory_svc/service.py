@@ -9,7 +9,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.errors import NumericValueOutOfRange
+from psycopg.errors import NumericValueOutOfRange, UniqueViolation
 from psycopg_pool import AsyncConnectionPool
 from shop.events.v1 import events_pb2
 
@@ -47,6 +47,7 @@ from meshkit.tracing import inject_headers
 
 STOCK_EVENT = "inventory.stock_level_changed"
 EXPIRED_EVENT = "inventory.reservation_expired"
+_RESERVE_ATTEMPTS = 3
 _MOVEMENT_ENUM = {
     Movement.RECEIVE: events_pb2.STOCK_MOVEMENT_RECEIVE,
     Movement.ADJUST: events_pb2.STOCK_MOVEMENT_ADJUST,
@@ -117,17 +118,28 @@ class InventoryService:
         # each request id goes to the database once: two copies in one batch would both be new to
         # it (neither is committed yet) and reserve twice; a later copy gets the first one's answer
         sent, slot = _first_copies(requests)
-        async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
-            rows = await store.reserve_batch(
-                conn,
-                product_id=product_id,
-                owners=[r.owner for r in sent],
-                quantities=[r.quantity for r in sent],
-                ttl_seconds=[r.ttl.total_seconds() for r in sent],
-                request_ids=[r.request_id for r in sent],
-                topic=self._topic,
-                headers=inject_headers(),
-            )
+        for attempt in range(_RESERVE_ATTEMPTS):
+            try:
+                async with connection(self._pool) as conn:  # autocommit: one statement, one transaction
+                    rows = await store.reserve_batch(
+                        conn,
+                        product_id=product_id,
+                        owners=[r.owner for r in sent],
+                        quantities=[r.quantity for r in sent],
+                        ttl_seconds=[r.ttl.total_seconds() for r in sent],
+                        request_ids=[r.request_id for r in sent],
+                        topic=self._topic,
+                        headers=inject_headers(),
+                    )
+                break
+            except UniqueViolation:
+                # A request id of this batch was committed meanwhile by another transaction (the same
+                # id sent for another product, or by another replica): the batch saw it unused, and its
+                # insert met the committed row. The whole batch rolled back, so everyone in it would
+                # get the error; once more, the batch sees that row and answers that request alone
+                # (a replay or REQUEST_ID_REUSED).
+                if attempt == _RESERVE_ATTEMPTS - 1:
+                    raise
         grouped: dict[int, list[dict[str, Any]]] = {}
         for row in rows:
             grouped.setdefault(row["idx"], []).append(row)

@@ -432,3 +432,53 @@ def test_the_previous_versions_reserve_function_keeps_its_result_type_for_a_roll
         }
     previous = ["idx", "reservation_id", "warehouse_id", "quantity", "expires_at", "outcome", "available"]
     assert columns == {"reserve_batch": previous, "reserve_batch_v2": [*previous, "status"]}
+
+
+async def test_a_request_id_committed_by_another_transaction_mid_batch_fails_only_its_own_request(mesh):
+    """The batch checks request ids, then inserts: an id committed in between by another transaction
+    (the same id sent for another product, or through another replica) made the insert a unique
+    violation, which rolled the whole batch back and answered everyone in it with an INTERNAL."""
+    await mesh.start("inventory_svc")
+    stub = service_stub(mesh)
+    product, other = new_product_id(), new_product_id()
+    await stock_product(admin_stub(mesh), product, {1: 5})
+    await stock_product(admin_stub(mesh), other, {1: 5})
+    request_id = str(uuid.uuid4())
+    async with await psycopg.AsyncConnection.connect(mesh.database_url) as rival:
+        # the other product's reservation under the same id, inserted but not committed yet
+        await rival.execute(
+            "INSERT INTO inventory.reservations (id, owner, product_id, warehouse_id, quantity, status,"
+            " expires_at, request_id, requested_quantity) VALUES (%s, 'cart-9', %s, 1, 1, 'released', now(), %s, 1)",
+            (uuid.uuid4(), other, request_id),
+        )
+        calls = [
+            asyncio.ensure_future(
+                stub.ReserveStock(
+                    pb.ReserveStockRequest(
+                        owner="cart-1", product_id=product, quantity=2, request_id=request_id
+                    )
+                )
+            ),
+            asyncio.ensure_future(
+                stub.ReserveStock(pb.ReserveStockRequest(owner="cart-2", product_id=product, quantity=1))
+            ),
+        ]
+        async with await psycopg.AsyncConnection.connect(mesh.database_url, autocommit=True) as watcher:
+            for _ in range(200):  # until the batch's insert waits on the uncommitted row
+                cur = await watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE '%%reserve_batch_v2%%'"
+                )
+                if (await cur.fetchone())[0]:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("the reserve batch never waited on the uncommitted request id")
+        await rival.commit()
+        mine, bystander = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(mine, grpc.aio.AioRpcError), mine
+    assert (mine.code(), reason_of(mine)) == (grpc.StatusCode.FAILED_PRECONDITION, "REQUEST_ID_REUSED")
+    assert not isinstance(bystander, Exception), bystander
+    assert sum(r.quantity for r in bystander.reservations) == 1
+    assert (await stub.GetStock(pb.GetStockRequest(product_id=product))).stock.reserved == 1
+    assert broken(invariant_violations(mesh.database_url, [product, other])) == []
