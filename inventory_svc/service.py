@@ -159,7 +159,12 @@ class InventoryService:
         ids = _parse_ids(reservation_ids)
         ttl = validate_ttl(ttl, self._default_ttl)
         async with transaction(self._pool) as conn:  # now() is the same for the expiry and the extend
-            due = await store.take_expired(conn, len(ids), reservation_ids=ids)
+            # reservations by id before any stock row, the order commit_order and release lock in:
+            # two extends naming the same ones in other orders, or an extend and a commit, cannot
+            # deadlock (the UPDATE alone locked them in scan order)
+            async with conn.pipeline():
+                await store.lock_reservations(conn, ids)
+                due = await store.take_expired(conn, len(ids), reservation_ids=ids)
             if due:
                 await self.apply_expiry(conn, due, actor=_actor())
             rows = await store.extend_and_get_reservations(conn, ids, ttl.total_seconds())
