@@ -37,7 +37,6 @@ async def release_expired_reservations(
             await service.apply_expiry(conn, rows, actor="job:reservation-expiry")
         count += len(rows)
         units += sum(row["quantity"] for row in rows)
-        metrics.cart_abandonments_total.inc(len(rows))
         if len(rows) < take:
             break
     if count:

@@ -6,7 +6,8 @@ inventory_reservations_total = Counter(
     "inventory_reservations_total", "Reserve requests by outcome.", ["status"]
 )
 cart_abandonments_total = Counter(
-    "cart_abandonments_total", "Reservations released by the expiry job (abandoned carts)."
+    "cart_abandonments_total",
+    "Reservations expired (abandoned carts): by the expiry job, or by a commit or extend that met them.",
 )
 inventory_oversell_total = Counter(
     "inventory_oversell_total", "Stock rows found breaking an invariant by the periodic check."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
@@ -44,6 +45,8 @@ from meshkit.db import connection, transaction
 from meshkit.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from meshkit.outbox import add_event, context_headers
 from meshkit.tracing import inject_headers
+
+log = logging.getLogger("inventory_svc.service")
 
 STOCK_EVENT = "inventory.stock_level_changed"
 EXPIRED_EVENT = "inventory.reservation_expired"
@@ -159,7 +162,7 @@ class InventoryService:
         ids = _parse_ids(reservation_ids)
         ttl = validate_ttl(ttl, self._default_ttl)
         async with transaction(self._pool) as conn:  # now() is the same for the expiry and the extend
-            # reservations by id before any stock row, the order commit_order and release lock in:
+            # reservations by id before any stock row, the order commit_order_v2 and release lock in:
             # two extends naming the same ones in other orders, or an extend and a commit, cannot
             # deadlock (the UPDATE alone locked them in scan order)
             async with conn.pipeline():
@@ -222,6 +225,7 @@ class InventoryService:
                 for version, row in enumerate(expired, start=last - len(expired) + 1):
                     await self._emit_expired_event(conn, row, version=version)
                 await self._emit_stock_event(conn, product_id, Movement.EXPIRE)
+        metrics.cart_abandonments_total.inc(len(rows))
 
     async def release(self, reservation_id: str, *, quantity: int = 0, request_id: str = "") -> Reservation:
         rid = parse_reservation_id(reservation_id)
@@ -279,7 +283,7 @@ class InventoryService:
     async def commit(self, order_id: str, reservation_ids: Sequence[str]) -> tuple[list[Reservation], bool]:
         """Reserved -> sold for an order. Idempotent by order id (a repeat returns the first result).
 
-        One statement (inventory.commit_order, which documents its locking): claim the order, lock
+        One statement (inventory.commit_order_v2, whose 0004 original documents its locking): claim the order, lock
         and check the reservations, mark them committed, write ledger rows, lock the stock rows in
         key order and apply the sale, and write one stock event per product."""
         order_id = validate_order_id(order_id)
@@ -302,7 +306,10 @@ class InventoryService:
             refused = [r["id"] for r in rows]
             # some may be active but past their expiry (the sweeper not there yet): expire them now,
             # so the units are free when the caller re-reserves
-            await self.expire_due(refused)
+            try:
+                await self.expire_due(refused)
+            except Exception:  # best effort: the sweeper expires them anyway; the answer stays the same
+                log.warning("expiring lapsed reservations at commit failed", exc_info=True)
             raise ReservationNotActive([str(r) for r in refused])
         if outcome == "already" and {r["id"] for r in rows} != set(ids):
             # a repeat names other reservations: answering "already committed" would tell the caller

@@ -65,9 +65,9 @@ async def commit_order(
     topic: str,
     headers: dict[str, str],
 ) -> list[Row]:
-    """The whole commit in one statement (inventory.commit_order): rows with an `outcome` each."""
+    """The whole commit in one statement (inventory.commit_order_v2): rows with an `outcome` each."""
     cur = await conn.execute(
-        "SELECT * FROM commit_order(%s, %s, %s, %s, %s)",
+        "SELECT * FROM commit_order_v2(%s, %s, %s, %s, %s)",
         (order_id, "{" + ",".join(map(str, reservation_ids)) + "}", actor, topic, json.dumps(headers)),
         prepare=True,
     )
@@ -91,7 +91,7 @@ async def extend_and_get_reservations(
 ) -> list[Row]:
     """Extend the active ones (never shortening) and read them all back, in one statement."""
     cur = await conn.execute(
-        "SELECT * FROM extend_reservations(%s, %s)", (list(reservation_ids), ttl_seconds), prepare=True
+        "SELECT * FROM extend_reservations_v2(%s, %s)", (list(reservation_ids), ttl_seconds), prepare=True
     )
     return await cur.fetchall()
 

@@ -1,12 +1,16 @@
--- A reservation's expires_at is its deadline, whether or not the sweeper has run yet. Before this,
--- commit_order sold and extend_reservations revived an 'active' reservation whose expiry had
--- passed but that the sweeper (every few seconds) had not reached: whether a late checkout
--- succeeded depended on the sweeper's timing. Now both treat it as lapsed: commit refuses it as
--- 'not_active' (the service then expires it on the spot, so its units are free for a re-reserve)
--- and extend leaves it as it is (the service expires it in the same transaction first). Same
--- signatures and results: replaced in place, so the previous version's pods get the rule too.
+-- A reservation's expires_at is its deadline, whether or not the sweeper has run yet. commit_order
+-- sold and extend_reservations revived an 'active' reservation whose expiry had passed but that the
+-- sweeper (every few seconds) had not reached: whether a late checkout succeeded depended on the
+-- sweeper's timing. The _v2 functions treat it as lapsed: commit refuses it as 'not_active' (the
+-- service then expires it on the spot, so its units are free for a re-reserve) and extend leaves it
+-- as it is (the service expires it in the same transaction first).
+--
+-- New functions, not replaced in place: during a rollout the previous version's pods keep calling
+-- commit_order and extend_reservations, and with the new rule but without the expiry that goes
+-- with it their extend would answer a lapsed reservation as ACTIVE and their commit refuse it,
+-- and the checkout saga would retry that commit until it gave up. Same signatures and results.
 
-CREATE OR REPLACE FUNCTION commit_order(
+CREATE FUNCTION commit_order_v2(
     p_order_id        TEXT,
     p_reservation_ids UUID[],
     p_actor           TEXT,
@@ -89,7 +93,7 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION extend_reservations(p_reservation_ids UUID[], p_ttl_seconds DOUBLE PRECISION)
+CREATE FUNCTION extend_reservations_v2(p_reservation_ids UUID[], p_ttl_seconds DOUBLE PRECISION)
 RETURNS TABLE (id UUID, owner VARCHAR, product_id BIGINT, warehouse_id BIGINT, quantity INT,
                status TEXT, expires_at TIMESTAMPTZ, order_id TEXT)
 LANGUAGE plpgsql SET search_path FROM CURRENT AS $$

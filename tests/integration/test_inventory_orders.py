@@ -1,4 +1,4 @@
-"""Inventory's stored functions (commit_order, restock_order, extend_reservations, reserve_batch's
+"""Inventory's stored functions (commit_order_v2, restock_order, extend_reservations_v2, reserve_batch's
 event) against real PostgreSQL over real gRPC: outcomes, refusals that change nothing, a restock
 racing a commit, and the protobuf events the functions write."""
 
@@ -205,7 +205,7 @@ async def test_a_restock_racing_a_commit_restocks_what_the_commit_sold(inventory
     order_id = f"order-{product}"
     async with await psycopg.AsyncConnection.connect(inventory.database_url) as commit_tx:
         await commit_tx.execute(
-            "SELECT * FROM inventory.commit_order(%s, %s, 'test', 'unused-topic', '{}')",
+            "SELECT * FROM inventory.commit_order_v2(%s, %s, 'test', 'unused-topic', '{}')",
             (order_id, [uuid.UUID(r.id) for r in held]),
         )
         restock = asyncio.ensure_future(
