@@ -224,7 +224,7 @@ def build_app(settings: GatewaySettings) -> Starlette:
             Middleware(
                 CORSMiddleware,
                 allow_origins=origins,
-                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
                 # traceparent/tracestate: a browser instrumented with OpenTelemetry sends them on
                 # every call, and a preflight that refuses one fails the call
                 allow_headers=[

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any, NoReturn
 
 from google.protobuf import json_format, message_factory
@@ -276,21 +277,22 @@ def _refuse_unpaired_surrogates(value: Any, path: str) -> None:
             _refuse_unpaired_surrogates(item, f"{path}[{index}]")
 
 
-class _RepeatedKey(Exception):
-    def __init__(self, key: str) -> None:
-        self.key = key.encode("ascii", "backslashreplace").decode("ascii")
+class _JsonObject(dict):
+    """A parsed JSON object; `repeated` is a key it held more than once (json.loads keeps the last
+    copy, so {"quantity": 1, "quantity": 100} meant 100 while a proxy or log reading the first saw
+    1; protobuf's own JSON parser refuses such objects too)."""
+
+    repeated: str | None = None
 
 
-def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object whose keys are distinct. json.loads keeps the last of repeated keys, so
-    {"quantity": 1, "quantity": 100} meant 100 here while a proxy or log reading the first saw 1;
-    protobuf's own JSON parser refuses such objects too."""
-    result = dict(pairs)
+def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    result = _JsonObject(pairs)
     if len(result) != len(pairs):
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise _RepeatedKey(key)
+                result.repeated = key
+                break
             seen.add(key)
     return result
 
@@ -301,50 +303,81 @@ def _not_json(word: str) -> NoReturn:
     raise ValueError(f"{word} is not JSON")
 
 
-def _refuse_loose_number_strings(message: Descriptor, data: Mapping[str, Any], prefix: str) -> None:
-    """Proto3 JSON lets a number field be a string ("7"), and ParseDict converts it with int() and
-    float(), which also take "1_0", " 7" and other scripts' digits (U+0667 for 7): {"quantity":
-    "1_0"} put 10 in a cart. Such strings are refused as the path and query ones are (_scalar)."""
+def _printable(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _refuse_repeated_key(data: Any, where: str) -> None:
+    repeated = getattr(data, "repeated", None)
+    if repeated is not None:
+        where = _printable(where)
+        raise bad_request(f"{where}: given more than once in one object", field=where)
+
+
+def _check_body(message: Descriptor, data: dict[str, Any], prefix: str) -> None:
+    """Walk a body's objects along the message's fields (naming each by its proto path): refuse an
+    object with a repeated key, and check number strings. Proto3 JSON lets a number field be a
+    string ("7"); ParseDict converts it with int() and float(), which also take "1_0", " 7" and
+    other scripts' digits (U+0667 for 7): {"quantity": "1_0"} put 10 in a cart. Such strings are
+    refused as the path and query ones are (_scalar); an integer with a fraction or exponent that
+    names a whole number ("1e2", "10.0", which proto3 JSON allows) is replaced by its exact digits,
+    where ParseDict went through a float (9007199254740993.0 read as ...992)."""
+    repeated = getattr(data, "repeated", None)
+    if repeated is not None:
+        field = _field_by_any_name(message, repeated)
+        _refuse_repeated_key(data, f"{prefix}{field.name if field else repeated}")
     for key, value in data.items():
         field = _field_by_any_name(message, key)
         if field is None or value is None:
             continue  # ParseDict names the unknown field
         where = f"{prefix}{field.name}"
         if _is_map(field):
-            if isinstance(value, Mapping):
-                key_field, value_field = (
-                    field.message_type.fields_by_name["key"],
-                    field.message_type.fields_by_name["value"],
-                )
+            if isinstance(value, dict):
+                _refuse_repeated_key(value, where)
+                key_field = field.message_type.fields_by_name["key"]
+                value_field = field.message_type.fields_by_name["value"]
                 for map_key, item in value.items():
-                    _refuse_loose_number(key_field, map_key, f"{where}[{map_key!r}]")
-                    _refuse_loose_element(value_field, item, f"{where}[{map_key!r}]")
-            continue
-        if field.is_repeated:
+                    _check_number(key_field, map_key, f"{where}[{map_key!r}]", exact_only=True)
+                    value[map_key] = _check_element(value_field, item, f"{where}[{map_key!r}]")
+        elif field.is_repeated:
             if isinstance(value, list):
                 for index, item in enumerate(value):
-                    _refuse_loose_element(field, item, f"{where}[{index}]")
-            continue
-        _refuse_loose_element(field, value, where)
+                    value[index] = _check_element(field, item, f"{where}[{index}]")
+        else:
+            data[key] = _check_element(field, value, where)
 
 
-def _refuse_loose_element(field: FieldDescriptor, value: Any, where: str) -> None:
+def _check_element(field: FieldDescriptor, value: Any, where: str) -> Any:
     nested = field.message_type
     if nested is not None and nested.full_name not in _JSON_VALUE_MESSAGES:
-        if isinstance(value, Mapping):
-            _refuse_loose_number_strings(nested, value, f"{where}.")
-        return
-    _refuse_loose_number(field, value, where)
+        if isinstance(value, dict):
+            _check_body(nested, value, f"{where}.")
+        return value
+    if isinstance(value, dict):
+        _refuse_repeated_key(value, where)  # Struct, Value, Any: named by their field
+    return _check_number(field, value, where)
 
 
-def _refuse_loose_number(field: FieldDescriptor, value: Any, where: str) -> None:
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+
+
+def _check_number(field: FieldDescriptor, value: Any, where: str, *, exact_only: bool = False) -> Any:
+    """The value ParseDict should get for a number field given as a string (see _check_body)."""
     if not isinstance(value, str):
-        return
-    if (_is_integer(field) and not _ASCII_INTEGER.fullmatch(value)) or (
-        _is_float(field) and not _ASCII_NUMBER.fullmatch(value)
-    ):
-        description = _expectation(field, value)
-        raise bad_request(f"{where}: {description}", field=where, description=description)
+        return value
+    if _is_integer(field):
+        if _ASCII_INTEGER.fullmatch(value):
+            return value
+        if not exact_only and _WHOLE_NUMBER.fullmatch(value):
+            number = Decimal(value)
+            # adjusted(): the power of ten of its first digit; past 20 no 64-bit integer is that
+            # large, and int() of 1e100000000 would build a hundred-million-digit number
+            if number.adjusted() <= 20 and number == number.to_integral_value():
+                return str(int(number))
+    elif not _is_float(field) or _ASCII_NUMBER.fullmatch(value):
+        return value
+    description = _expectation(field, value)
+    raise bad_request(f"{where}: {description}", field=where, description=description)
 
 
 def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
@@ -352,15 +385,19 @@ def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
         if body.strip():
             raise bad_request(f"{route.http_method} {route.path.template} takes no request body")
         return {}
+    repeats: list[_JsonObject] = []
     if not body.strip():
         parsed: Any = {}
     else:
+
+        def json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
+            result = _json_object(pairs)
+            if result.repeated is not None:
+                repeats.append(result)
+            return result
+
         try:
-            parsed = json.loads(body, object_pairs_hook=_object_without_repeats, parse_constant=_not_json)
-        except _RepeatedKey as repeated:
-            raise bad_request(
-                f"{repeated.key}: given more than once in one object", field=repeated.key
-            ) from None
+            parsed = json.loads(body, object_pairs_hook=json_object, parse_constant=_not_json)
         except (ValueError, RecursionError):
             raise bad_request("request body is not valid JSON") from None
         if _SURROGATE_ESCAPE.search(body):
@@ -372,9 +409,12 @@ def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
     else:
         data = {route.method.input_type.fields_by_name[route.body].json_name: parsed}
     try:
-        _refuse_loose_number_strings(route.method.input_type, data, "")
+        _check_body(route.method.input_type, data, "")
     except RecursionError:
         raise bad_request("request body is nested too deeply") from None
+    if repeats:  # in an object the field walk does not reach (inside a Struct, or a list of them)
+        key = _printable(repeats[0].repeated or "")
+        raise bad_request(f"{key}: given more than once in one object", field=key)
     return data
 
 

@@ -354,7 +354,7 @@ def _refusal(r: Route, body: bytes, **source) -> dict:
     "body, field",
     [
         (b'{"productId": "1", "quantity": 1, "quantity": 100}', "quantity"),
-        (b'{"productId": "1", "productId": "2", "quantity": 1}', "productId"),
+        (b'{"productId": "1", "productId": "2", "quantity": 1}', "product_id"),
     ],
 )
 def test_a_key_repeated_in_one_object_is_refused_not_last_one_wins(body: bytes, field: str) -> None:
@@ -366,7 +366,10 @@ def test_a_key_repeated_in_one_object_is_refused_not_last_one_wins(body: bytes, 
 def test_a_repeated_key_in_a_nested_object_is_refused_too() -> None:
     body = b'{"title": "x", "price": {"currencyCode": "USD", "units": "1", "units": "900"}}'
     error = _refusal(route("PATCH", "/v1/products/{product_id}"), body, path={"product_id": "5"})
-    assert error["message"] == "units: given more than once in one object"
+    assert error["message"] == "product.price.units: given more than once in one object"
+    body = b'{"title": "x", "attributes": [{"name": "a", "value": "1"}, {"name": "b", "value": "2", "name": "c"}]}'
+    error = _refusal(route("PATCH", "/v1/products/{product_id}"), body, path={"product_id": "5"})
+    assert error["message"] == "product.attributes[1].name: given more than once in one object"
 
 
 @pytest.mark.parametrize("word", [b"NaN", b"Infinity", b"-Infinity"])
@@ -397,3 +400,16 @@ def test_loose_number_strings_are_refused_in_nested_messages_and_plain_ones_stil
     assert (message.product.price.units, message.product.price.nanos) == (-12, 5)
     cart = transcode(route("POST", "/v1/cart/items"), body=b'{"productId": "42", "quantity": "3"}')
     assert (cart.product_id, cart.quantity) == (42, 3)
+
+
+def test_integer_strings_with_a_fraction_or_exponent_naming_a_whole_number_are_read_exactly() -> None:
+    """Proto3 JSON allows "1e2" and "10.0" for integers; ParseDict read them through a float, so a
+    64-bit id past 2^53 came out as its float neighbour."""
+    r = route("POST", "/v1/cart/items")
+    cart = transcode(r, body=b'{"productId": "9007199254740993.0", "quantity": "1e2"}')
+    assert (cart.product_id, cart.quantity) == (9007199254740993, 100)
+    cart = transcode(r, body=b'{"productId": "12.5e1", "quantity": "-0"}')
+    assert (cart.product_id, cart.quantity) == (125, 0)
+    for loose in ["1.5", "1e100000000", "1e-2", "10.", ".5e1"]:
+        body = json.dumps({"productId": "1", "quantity": loose}).encode()
+        assert _refusal(r, body)["message"] == "quantity: must be a 32-bit integer", loose
