@@ -18,6 +18,12 @@ batch's callers are answered. Answering them (building and sending each gRPC res
 CPU work; done first, it left the database idle and every queued request waiting behind it. Now the
 database applies batch N+1 while the loop answers batch N's callers.
 
+Tracing: each batch runs in a span of its own ("reserve batch"), a child of its first sampled
+caller's span with links to every other caller's, so what the batch writes (the reserve event's
+traceparent, read from the current span) belongs to a caller of that batch and every caller's trace
+leads to it. Before, a batch ran in the context of whichever request had started the product's
+drain loop, possibly answered long before.
+
 If a whole batch fails (an unexpected database error caused by one request), every request of that
 batch whose caller still waits is retried alone, so one bad request cannot fail the others. Not when
 `isolate` says the error is not one request's doing (the database is unreachable): then the whole
@@ -32,6 +38,9 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 
@@ -45,6 +54,7 @@ class _Pending(Generic[Req]):
     request: Req
     future: asyncio.Future[Any]
     arrived: float
+    span_context: trace.SpanContext  # the caller's
 
 
 class KeyedBatcher(Generic[Req, Res]):
@@ -55,8 +65,10 @@ class KeyedBatcher(Generic[Req, Res]):
         window: float = 0.002,
         max_batch: int = 256,
         isolate: Callable[[Exception], bool] = lambda error: True,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self._flush = flush
+        self._tracer = tracer or trace.get_tracer(__name__)
         self._isolate = isolate
         self._window = window
         self._max_batch = max_batch
@@ -69,7 +81,8 @@ class KeyedBatcher(Generic[Req, Res]):
     async def submit(self, key: Hashable, request: Req) -> Res:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queues.setdefault(key, []).append(_Pending(request, future, loop.time()))
+        caller = trace.get_current_span().get_span_context()
+        self._queues.setdefault(key, []).append(_Pending(request, future, loop.time(), caller))
         if key not in self._busy:
             self._start_drain(key)
         return await future
@@ -132,6 +145,20 @@ class KeyedBatcher(Generic[Req, Res]):
         """Outcomes of the batch in order (results or exception instances); never raises."""
         self.batches += 1
         self.requests += len(batch)
+        callers = [p.span_context for p in batch if p.span_context.is_valid]
+        sampled = [c for c in callers if c.trace_flags.sampled]
+        parent = (sampled or callers or [None])[0]
+        with self._tracer.start_as_current_span(
+            "reserve batch",
+            context=trace.set_span_in_context(trace.NonRecordingSpan(parent))
+            if parent is not None
+            else otel_context.Context(),
+            links=[trace.Link(c) for c in callers if c is not parent],
+            attributes={"shop.batch_size": len(batch)},
+        ):
+            return await self._apply_in_span(key, batch)
+
+    async def _apply_in_span(self, key: Hashable, batch: list[_Pending[Req]]) -> list[Any]:
         try:
             return list(await self._flush(key, [p.request for p in batch]))
         except Exception as batch_error:

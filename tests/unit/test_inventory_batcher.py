@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from opentelemetry import context as otel_context
+
 from inventory_svc.batcher import KeyedBatcher
 
 
@@ -132,3 +134,71 @@ async def test_an_error_that_is_not_one_requests_fails_the_whole_batch_without_r
 
     assert all(isinstance(r, Unreachable) for r in results)
     assert flush.batches == [[0], [1, 2, 3]]  # no request-by-request pass
+
+
+async def test_each_batch_runs_in_a_span_under_its_first_sampled_caller_linking_the_others():
+    """What a batch writes carries the current span's context (the reserve event's traceparent): the
+    batch's own span, in the trace of a caller of that batch and linked from the rest. It ran in the
+    context of whichever request had started the drain loop, answered by then."""
+    from opentelemetry import propagate
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    first_in = asyncio.Event()
+    release = asyncio.Event()
+    carried: dict[int, str] = {}
+
+    async def flush(key, requests):
+        headers: dict[str, str] = {}
+        propagate.inject(headers)  # as inject_headers() does for the batch's event
+        for r in requests:
+            carried[r] = headers["traceparent"]
+        if requests == [0]:
+            first_in.set()
+            await release.wait()
+        return list(requests)
+
+    batcher = KeyedBatcher(flush, window=0, tracer=tracer)
+
+    async def caller(i: int, *, sampled: bool = True) -> int:
+        if sampled:
+            with tracer.start_as_current_span(f"caller {i}"):
+                return await batcher.submit("sku", i)
+        unsampled = SpanContext(int(f"{i + 1}" * 8, 16), 0xABC, is_remote=True, trace_flags=TraceFlags(0))
+        token = otel_context.attach(set_span_in_context(NonRecordingSpan(unsampled)))
+        try:
+            return await batcher.submit("sku", i)
+        finally:
+            otel_context.detach(token)
+
+    lone = asyncio.ensure_future(caller(0))
+    await first_in.wait()  # the first batch is in flight: the next three queue into one batch
+    queued = [
+        asyncio.ensure_future(caller(1, sampled=False)),
+        *(asyncio.ensure_future(caller(i)) for i in (2, 3)),
+    ]
+    await asyncio.sleep(0.01)
+    release.set()
+    assert await asyncio.gather(lone, *queued) == [0, 1, 2, 3]
+
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    batches = [s for s in exporter.get_finished_spans() if s.name == "reserve batch"]
+    assert [b.attributes["shop.batch_size"] for b in batches] == [1, 3]
+    lone_batch, shared = batches
+    assert lone_batch.parent.span_id == spans["caller 0"].context.span_id and not lone_batch.links
+    # the first sampled caller is the parent (caller 1's unsampled trace would drop the span)
+    assert shared.parent.span_id == spans["caller 2"].context.span_id
+    assert shared.context.trace_id == spans["caller 2"].context.trace_id
+    assert {(link.context.trace_id, link.context.span_id) for link in shared.links} == {
+        (int("2" * 8, 16), 0xABC),
+        (spans["caller 3"].context.trace_id, spans["caller 3"].context.span_id),
+    }
+    # what the batch wrote carries the batch span, not the caller that started the drain loop
+    assert carried[0].split("-")[2] == f"{lone_batch.context.span_id:016x}"
+    assert {carried[i].split("-")[2] for i in (1, 2, 3)} == {f"{shared.context.span_id:016x}"}
