@@ -259,8 +259,17 @@ def decode_page_token(token: str, *, category_id: int) -> ListCursor:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
         cursor = ListCursor(int(data["c"]), dt.datetime.fromisoformat(data["t"]), int(data["i"]))
-    # OverflowError: json reads Infinity, and int(inf) overflows
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+    # OverflowError: json reads Infinity, and int(inf) overflows; RecursionError: a deeply nested
+    # JSON array ("W1tb..." repeated), which was an INTERNAL
+    except (
+        binascii.Error,
+        ValueError,
+        KeyError,
+        TypeError,
+        UnicodeDecodeError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
         raise InvalidArgument("page_token", "malformed page token") from exc
     if cursor.category_id != category_id:
         raise InvalidArgument("page_token", "page token belongs to another category_id")

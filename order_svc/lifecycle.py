@@ -48,12 +48,18 @@ def encode_page_token(order: Order) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+MAX_PAGE_TOKEN_CHARS = 200  # what encode_page_token makes is about 110
+
+
 def decode_page_token(token: str) -> tuple[dt.datetime, uuid.UUID]:
     try:
+        if len(token) > MAX_PAGE_TOKEN_CHARS:
+            raise ValueError("too long")
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         return dt.datetime.fromisoformat(data["c"]), uuid.UUID(data["i"])
-    # AttributeError: uuid.UUID of a number (a crafted token), which was an INTERNAL
-    except (ValueError, KeyError, TypeError, AttributeError):
+    # AttributeError: uuid.UUID of a number (a crafted token); RecursionError: a token of a deeply
+    # nested JSON array ("W1tb..." repeated); both were an INTERNAL
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise InvalidArgument("page_token", "not a token returned by ListOrders") from None
 
 

@@ -27,6 +27,7 @@ HOSTILE = [
     "[1, 2, 3]",
     '"just a string"',
     "1e999",
+    "[" * 5000,  # json.loads raised RecursionError, an INTERNAL
 ]
 
 
