@@ -79,19 +79,20 @@ class RecoveryJob:
             min_age = dt.timedelta(seconds=self._settings.recovery_min_age_seconds)
         completed: list[uuid.UUID] = []
         compensated: list[uuid.UUID] = []
-        seen: set[uuid.UUID] = set()
-        while not limit or len(seen) < limit:
-            batch = BATCH if not limit else min(BATCH, limit - len(seen))
+        seen = 0
+        after: tuple[dt.datetime, uuid.UUID] | None = None
+        while not limit or seen < limit:
+            batch = BATCH if not limit else min(BATCH, limit - seen)
+            # paged by (updated_at, id): an order this pass could not finish keeps its updated_at,
+            # and re-reading the oldest page let BATCH such orders hide every newer one
             async with transaction(self._pool) as conn:
-                ids = [
-                    i
-                    for i in await store.unfinished_orders(conn, min_age=min_age, limit=batch)
-                    if i not in seen
-                ]
-            if not ids:
+                rows = await store.unfinished_orders(conn, min_age=min_age, limit=batch, after=after)
+            if not rows:
                 break
-            for order_id in ids:
-                seen.add(order_id)
+            after = (rows[-1]["updated_at"], rows[-1]["id"])
+            for row in rows:
+                order_id = row["id"]
+                seen += 1
                 outcome = await self.recover_order(order_id)
                 if outcome == "completed":
                     completed.append(order_id)

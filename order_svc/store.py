@@ -294,18 +294,27 @@ async def list_orders(
     return [order_from_row(r, lines.get(r["id"], [])) for r in rows]
 
 
-async def unfinished_orders(conn: AsyncConnection, *, min_age: dt.timedelta, limit: int) -> list[uuid.UUID]:
+async def unfinished_orders(
+    conn: AsyncConnection,
+    *,
+    min_age: dt.timedelta,
+    limit: int,
+    after: tuple[dt.datetime, uuid.UUID] | None = None,
+) -> list[Row]:
     """Checkouts left PENDING and cancels/refunds left half-done, idle for `min_age`: no step and no
     lease held for that long. A lease that merely lapsed (a renewal late behind a busy pool or a
     database restart, or a driver that just gave up and whose client is retrying) is not enough: its
-    driver may still be running, and a retry of the same key would then find the order compensated."""
+    driver may still be running, and a retry of the same key would then find the order compensated.
+    Oldest first, (id, updated_at) rows; `after` is the last row of the previous page."""
+    page = " AND (updated_at, id) > (%s, %s)" if after is not None else ""
     cur = await conn.execute(
-        "SELECT id FROM orders WHERE (status = 'pending' OR transition_to IS NOT NULL)"
+        "SELECT id, updated_at FROM orders WHERE (status = 'pending' OR transition_to IS NOT NULL)"
         " AND updated_at < now() - %s AND (lease_until IS NULL OR lease_until < now() - %s)"
-        " ORDER BY updated_at LIMIT %s",
-        (min_age, min_age, limit),
+        + page
+        + " ORDER BY updated_at, id LIMIT %s",
+        (min_age, min_age, *(after or ()), limit),
     )
-    return [r["id"] for r in await cur.fetchall()]
+    return await cur.fetchall()
 
 
 async def oldest_unfinished_seconds(conn: AsyncConnection) -> float:
