@@ -414,8 +414,16 @@ class SearchIndex:
 
     @property
     def search_target(self) -> str:
-        """Path and query of every search request (the benchmark's direct requests use it too)."""
-        return f"/{quote(self.alias, safe='')}/_search?filter_path={RESPONSE_FILTER_PATH}"
+        """Path and query of every search request (the benchmark's direct requests use it too).
+
+        allow_partial_search_results=false: by default a search that fails on some shards (a
+        breaker trips, a shard relocates, a node leaves) still answers 200 with the other shards'
+        hits, and the filter path drops `_shards`, so catalog served too few hits and facet counts
+        as complete and never used the PostgreSQL fallback. Now that is an error, and falls back."""
+        return (
+            f"/{quote(self.alias, safe='')}/_search?filter_path={RESPONSE_FILTER_PATH}"
+            "&allow_partial_search_results=false"
+        )
 
     async def search(self, body: dict[str, Any]) -> dict[str, Any]:
         fast: SearchHTTP | None = getattr(self.client, "fast_search", None)
@@ -425,6 +433,7 @@ class SearchIndex:
             index=self.alias,
             body=body,
             filter_path=RESPONSE_FILTER_PATH,
+            allow_partial_search_results=False,
             request_timeout=self._timeout,
         )
 

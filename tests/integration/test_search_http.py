@@ -184,3 +184,51 @@ def test_parse_response_content_length_chunked_and_partial() -> None:
         _parse_response(bytearray(b"HTTP/1.1 200 OK\r\n\r\n"))  # neither length nor chunked
     with pytest.raises(ValueError):
         _parse_response(bytearray(b"HTTP/1.1 abc OK\r\ncontent-length: 0\r\n\r\n"))
+
+
+async def test_a_search_failing_on_one_shard_is_an_error_not_a_partial_answer() -> None:
+    """OpenSearch answers 200 with the other shards' hits when some shards fail; with `_shards`
+    filtered out catalog took that for the whole answer and never fell back to PostgreSQL."""
+    from opensearchpy.exceptions import TransportError
+
+    from catalog_svc.index_client import SearchIndex
+    from catalog_svc.search import ENGINE_ERRORS
+
+    name = f"partial-{uuid.uuid4().hex[:8]}"
+    admin = AsyncOpenSearch([OPENSEARCH], timeout=30)
+    await admin.indices.create(
+        index=name,
+        body={
+            "settings": {"number_of_shards": 2, "number_of_replicas": 0},
+            "mappings": {"properties": {"n": {"type": "integer"}}},
+        },
+    )
+    lines: list[dict] = []
+    for n in range(20):
+        lines += [{"index": {"_index": name, "_id": str(n)}}, {"n": n}]  # spread over both shards
+    await admin.bulk(body=lines, params={"refresh": "true"})
+    # a script that throws on one document: the shard holding it fails, the other answers
+    body = {
+        "size": 20,
+        "query": {
+            "script": {
+                "script": {
+                    "source": "if (doc['n'].value == 3) { throw new IllegalArgumentException('boom'); } return true;"
+                }
+            }
+        },
+    }
+    try:
+        partial = await admin.search(index=name, body=body)
+        assert partial["_shards"]["failed"] == 1 and partial["hits"]["hits"]  # what OpenSearch does
+        for client in (build_client(OPENSEARCH, timeout=10, connections=2), AsyncOpenSearch([OPENSEARCH])):
+            index = SearchIndex(client, alias=name, shards=2, replicas=0, refresh_interval="1s", timeout=10)
+            try:
+                with pytest.raises(ENGINE_ERRORS) as caught:
+                    await index.search(body)
+                assert isinstance(caught.value, TransportError)
+            finally:
+                await client.close()
+    finally:
+        await admin.indices.delete(index=name, ignore_unavailable=True)
+        await admin.close()
