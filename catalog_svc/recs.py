@@ -128,8 +128,8 @@ class AlsoBoughtService:
         limit = min(limit or DEFAULT_LIMIT, MAX_LIMIT)
         candidates, source = await self._candidates(product_id)
         async with connection(self._pool) as conn:
-            exists, category_id = await recs_store.category_of(conn, product_id)
-            if not exists:
+            active, category_id = await recs_store.category_of(conn, product_id)
+            if not active:  # a deleted product is NOT_FOUND here as in GetProduct
                 raise ProductNotFound(product_id)
             keep = await recs_store.sellable(conn, [pid for pid, _ in candidates]) if candidates else set()
             chosen = [(pid, score) for pid, score in candidates if pid in keep][:limit]

@@ -119,10 +119,10 @@ async def sellable(conn: AsyncConnection, product_ids: Sequence[int]) -> set[int
 
 
 async def category_of(conn: AsyncConnection, product_id: int) -> tuple[bool, int | None]:
-    """(exists, category id) of a product."""
-    cur = await conn.execute("SELECT category_id FROM products WHERE id = %s", (product_id,))
+    """(exists and is active, category id) of a product."""
+    cur = await conn.execute("SELECT category_id, is_active FROM products WHERE id = %s", (product_id,))
     row = await cur.fetchone()
-    return (row is not None, row["category_id"] if row else None)
+    return (row is not None and row["is_active"], row["category_id"] if row else None)
 
 
 async def category_top_sellers(

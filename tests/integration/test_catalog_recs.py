@@ -8,6 +8,7 @@ import random
 import uuid
 from collections import Counter
 
+import grpc
 import pytest
 import pytest_asyncio
 import valkey.asyncio as valkey_asyncio
@@ -187,6 +188,10 @@ async def test_inactive_recommendations_are_filtered_out(mesh, shop):
     client = stub(mesh)
     reply = await client.GetAlsoBought(pb.GetAlsoBoughtRequest(product_id=item.product_id, limit=20))
     assert [r.product.id for r in reply.recommendations] == [pid for pid, _ in expected if pid != dropped]
+    # and the deleted product itself has none, as GetProduct does not find it (it answered them)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await client.GetAlsoBought(pb.GetAlsoBoughtRequest(product_id=dropped))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_no_co_purchases_falls_back_to_category_top_sellers(mesh, shop):
