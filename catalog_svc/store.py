@@ -204,9 +204,12 @@ def category_of(row: Row) -> Category:
 
 
 async def list_categories(conn: AsyncConnection) -> list[Category]:
-    # byte order ('C') so a parent ("a") sorts before its children ("a/b") and siblings ("a-b")
+    # depth-first: by the path's segments, each in byte order ('C'). Sorting the whole path put a
+    # sibling whose slug extends another's between that one and its children ("home", "home-garden",
+    # "home/kitchen": '-' sorts before '/'), so kitchen looked like home-garden's child.
     cur = await conn.execute(
-        'SELECT id, parent_id, name, slug, path, depth FROM categories ORDER BY path COLLATE "C"'
+        "SELECT id, parent_id, name, slug, path, depth FROM categories"
+        " ORDER BY string_to_array(path, '/') COLLATE \"C\""
     )
     return [category_of(row) for row in await cur.fetchall()]
 

@@ -27,7 +27,14 @@ from meshkit.circuit import CircuitBreaker
 from meshkit.db import open_pool
 from meshkit.settings import load_settings
 from tests.harness import free_port
-from tests.integration.catalog_helpers import admin_stub, bad_field_of, own_catalog, reason_of, stub
+from tests.integration.catalog_helpers import (
+    admin_stub,
+    bad_field_of,
+    catalog_sql,
+    own_catalog,
+    reason_of,
+    stub,
+)
 
 
 @dataclasses.dataclass
@@ -354,6 +361,32 @@ async def test_categories_come_depth_first_with_paths(mesh, refs):
         else:
             assert c.path == c.slug and c.depth == 0
     assert by_id[refs.category_id].path == refs.category_path
+
+
+async def test_a_sibling_whose_slug_extends_another_does_not_split_that_ones_subtree(mesh, refs):
+    """'-' sorts before '/': ordered by the whole path, "home", "home-garden", "home/kitchen" came in
+    that order, and a client indenting by depth showed kitchen under home-garden."""
+    root = f"t{uuid.uuid4().hex[:8]}"
+    rows = catalog_sql(
+        mesh.database_url,
+        "INSERT INTO catalog.categories (name, slug, path, depth, ancestor_paths)"
+        " VALUES ('Home', %s, %s, 0, ARRAY[%s]), ('Home Garden', %s, %s, 0, ARRAY[%s]) RETURNING id, slug",
+        (root, root, root, f"{root}-garden", f"{root}-garden", f"{root}-garden"),
+    )
+    home = next(i for i, slug in rows if slug == root)
+    catalog_sql(
+        mesh.database_url,
+        "INSERT INTO catalog.categories (parent_id, name, slug, path, depth, ancestor_paths)"
+        " VALUES (%s, 'Kitchen', 'kitchen', %s, 1, ARRAY[%s, %s]) RETURNING id",
+        (home, f"{root}/kitchen", root, f"{root}/kitchen"),
+    )
+    shopper = stub(mesh)  # kept: a garbage-collected channel closes mid-call
+    categories = (await shopper.ListCategories(pb.ListCategoriesRequest())).categories
+    paths = [c.path for c in categories]
+    mine = [p for p in paths if p.split("/")[0] in (root, f"{root}-garden")]
+    assert mine == [root, f"{root}/kitchen", f"{root}-garden"]
+    # and the whole list: every subtree contiguous, each segment in byte order
+    assert paths == sorted(paths, key=lambda p: [s.encode() for s in p.split("/")])
 
 
 async def test_reads_work_without_valkey(mesh, refs, tmp_path):
