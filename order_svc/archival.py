@@ -1,6 +1,6 @@
 """Order retention (seed Deep Dive 5): hot 2 years -> warm `orders_archive` -> cold files -> purge at 7.
 
-* archive: delivered/cancelled/refunded orders created more than 2 years before `now` are copied to
+* archive: delivered/cancelled/refunded/failed orders created more than 2 years before `now` are copied to
   orders_archive as JSON with their lines, and the live row is anonymized (shipping address
   {"anonymized": true}, billing address, notes and the stored checkout response cleared). Batches of
   1000, one transaction each; the selection skips archived rows, so a stopped run resumes where it

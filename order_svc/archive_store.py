@@ -16,7 +16,7 @@ ARCHIVE_BATCH_SQL = """
 WITH picked AS (
     SELECT id FROM orders
      WHERE archived_at IS NULL AND created_at < %(cutoff)s
-       AND status IN ('delivered', 'cancelled', 'refunded')
+       AND status IN ('delivered', 'cancelled', 'refunded', 'failed')  -- model.ARCHIVABLE
        AND transition_to IS NULL  -- a refund half-done would end after its archive was written
      ORDER BY created_at, id
      LIMIT %(limit)s

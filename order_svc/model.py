@@ -59,7 +59,9 @@ TRANSITIONS: Mapping[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.SHIPPED: frozenset({OrderStatus.DELIVERED, OrderStatus.REFUNDED}),
     OrderStatus.DELIVERED: frozenset({OrderStatus.REFUNDED}),
 }
-ARCHIVABLE = (OrderStatus.DELIVERED, OrderStatus.CANCELLED, OrderStatus.REFUNDED)
+# terminal states; FAILED too (the seed lists the first three): a declined or abandoned checkout holds
+# the same addresses and notes, and was kept in the live table, unanonymized, for ever
+ARCHIVABLE = (OrderStatus.DELIVERED, OrderStatus.CANCELLED, OrderStatus.REFUNDED, OrderStatus.FAILED)
 
 
 # --- errors ---------------------------------------------------------------------------------------

@@ -80,7 +80,7 @@ def archive(
     max_batches: int = typer.Option(0, min=0, help="Stop after this many batches (0: until done)."),
     allow_future: bool = ALLOW_FUTURE_NOW,
 ) -> None:
-    """Archive delivered/cancelled/refunded orders older than 2 years and anonymize the live rows."""
+    """Archive delivered/cancelled/refunded/failed orders older than 2 years and anonymize the live rows."""
     settings, moment = load(), parse_now(now, allow_future=allow_future)
 
     async def job() -> int:

@@ -92,12 +92,13 @@ async def test_archive_export_and_purge_move_exactly_the_right_orders(mesh, tmp_
         "delivered": await _order(mesh, product, "delivered", "2001-03-01T10:00:00"),
         "cancelled": await _order(mesh, product, "cancelled", "2001-03-02T10:00:00"),
         "refunded": await _order(mesh, product, "refunded", "2001-03-03T10:00:00"),
+        "failed": await _order(mesh, product, "failed", "2001-03-04T10:00:00"),
         "refunded-2002": await _order(mesh, product, "refunded", "2002-01-01T10:00:00"),
     }
     kept = {
         "paid": await _order(mesh, product, "paid", "2001-03-01T09:00:00"),
         "shipped": await _order(mesh, product, "shipped", "2001-03-01T09:00:00"),
-        "failed": await _order(mesh, product, "failed", "2001-03-01T09:00:00"),
+        "recent-failed": await _order(mesh, product, "failed", "2004-09-01T10:00:00"),
         "recent-delivered": await _order(mesh, product, "delivered", "2004-09-01T10:00:00"),
     }
     mine = [*archivable.values(), *kept.values()]
@@ -123,7 +124,7 @@ async def test_archive_export_and_purge_move_exactly_the_right_orders(mesh, tmp_
             timeout=60,
         )
         assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout)["archived"] == 2
+        assert json.loads(result.stdout)["archived"] == 3
         assert _archived_ids(mesh, mine) == set(archivable.values())
         second_files = await archival.export_archives(pool, directory=tmp_path, now=now)
         assert await archival.export_archives(pool, directory=tmp_path, now=now) == []  # nothing left
@@ -166,7 +167,7 @@ async def test_archive_export_and_purge_move_exactly_the_right_orders(mesh, tmp_
         purged, removed = await archival.purge_archives(
             pool, now=_at("2008-06-01T00:00:00"), directory=tmp_path
         )
-        assert purged == 3
+        assert purged == 4
         assert _archived_ids(mesh, mine) == {archivable["refunded-2002"]}
         assert removed == first_files and all(p.exists() for p in second_files)
     finally:
