@@ -178,6 +178,7 @@ class OrderLifecycle:
         if not started:
             if current.status == target == OrderStatus.CANCELLED:
                 return current  # a concurrent cancel finished first: cancelling twice is harmless
+            _refuse_if_racing(current, read_as=order.status)
             raise InvalidTransition(order.id, current.status, target, archived=row["archived_at"] is not None)
         return await self.finish_transition(current)
 
@@ -232,6 +233,8 @@ class OrderLifecycle:
                 found = await store.get_order(conn, order_id)
                 if found is None:
                     raise OrderNotFound(order_id)
+                if found[1].status in sources:
+                    _refuse_if_racing(found[1], read_as=found[1].status)
                 raise InvalidTransition(order_id, found[1].status, target)
             await events.status_changed(
                 conn, topic=self._topic, order=store.order_from_row(row, []), from_status=sources[0]
@@ -243,6 +246,25 @@ class OrderLifecycle:
 
 # status -> where it may go after checkout (PENDING's moves belong to the checkout saga)
 _SOURCES = {status: targets for status, targets in TRANSITIONS.items() if status != OrderStatus.PENDING}
+
+
+def _refuse_if_racing(current: Order, *, read_as: OrderStatus) -> None:
+    """ABORTED (retry) when a move was refused because of another one in flight, not because the
+    state machine forbids it: a cancel/refund half-done (it blocks every other move until it ends),
+    or a status that changed between the read and the write. Both were answered as a permanent
+    INVALID_ORDER_TRANSITION, some naming a move the state machine allows ("delivered to refunded")."""
+    if current.transition_to is not None:
+        raise Aborted(
+            f"a move of order {current.id} to {current.transition_to.value} is in progress; retry",
+            reason="ORDER_TRANSITION_IN_PROGRESS",
+            metadata={"order_id": current.id, "to_status": current.transition_to.wire_name},
+        )
+    if current.status != read_as:
+        raise Aborted(
+            f"order {current.id} changed from {read_as.value} to {current.status.value} meanwhile; retry",
+            reason="ABORTED",
+            metadata={"order_id": current.id},
+        )
 
 
 def _checkout_in_progress() -> Aborted:

@@ -212,6 +212,40 @@ async def test_admin_ships_delivers_and_refunds_and_invalid_moves_are_refused(me
     )
 
 
+async def test_moves_refused_because_a_cancel_is_half_done_are_aborted_not_forbidden(mesh):
+    """A cancel or refund in flight blocks every other move until it ends: the retryable ABORTED
+    naming it, where ship and refund of a PAID order answered "cannot go from paid to ..."."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=5)
+    order = await _paid_order(mesh, user, product)
+    admin = admin_orders(mesh)
+    # as between a cancel's recorded intent and its final move (updated_at fresh: recovery waits)
+    sql(
+        mesh.database_url,
+        "UPDATE orders.orders SET transition_to = 'cancelled', transition_restock = true, updated_at = now()"
+        " WHERE id = %s",
+        order.id,
+    )
+    try:
+        for call in (
+            admin.ShipOrder(S.ShipOrderRequest(order_id=order.id, tracking_number="1Z1")),
+            admin.RefundOrder(S.RefundOrderRequest(order_id=order.id)),
+        ):
+            error = await _fails(call, grpc.StatusCode.ABORTED, "ORDER_TRANSITION_IN_PROGRESS")
+            assert metadata_of(error)["to_status"] == "ORDER_STATUS_CANCELLED"
+        # a move the state machine forbids is still permanent, in flight or not
+        await _fails(
+            admin.DeliverOrder(S.DeliverOrderRequest(order_id=order.id)),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "INVALID_ORDER_TRANSITION",
+        )
+    finally:
+        sql(mesh.database_url, "UPDATE orders.orders SET transition_to = NULL WHERE id = %s", order.id)
+    shipped = (await admin.ShipOrder(S.ShipOrderRequest(order_id=order.id, tracking_number="1Z1"))).order
+    assert shipped.status == S.ORDER_STATUS_SHIPPED
+
+
 async def test_a_refund_after_shipping_restocks_only_goods_that_came_back(mesh):
     """A refund of a SHIPPED or DELIVERED order put its units back into stock as if the goods had been
     returned: stock then sold units that were with the customer. They go back only with `restock`;
