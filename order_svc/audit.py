@@ -42,8 +42,13 @@ def _status_change_entries(order: Order, from_status: OrderStatus) -> list[tuple
     return entries
 
 
-async def record_status_change(conn: AsyncConnection, order: Order, from_status: OrderStatus) -> None:
-    for action, changes in _status_change_entries(order, from_status):
+async def record_status_change(
+    conn: AsyncConnection, order: Order, from_status: OrderStatus, *, reason: str = ""
+) -> None:
+    """`reason`: what the cancel or refund was given (validated, up to MAX_REASON_LENGTH)."""
+    for n, (action, changes) in enumerate(_status_change_entries(order, from_status)):
+        if reason and n == 0:
+            changes["reason"] = reason
         await audit(conn, service=SERVICE, action=action, resource=f"order/{order.id}", changes=changes)
 
 

@@ -72,10 +72,10 @@ async def order_created(
 
 
 async def status_changed(
-    conn: AsyncConnection, *, topic: str, order: Order, from_status: OrderStatus
+    conn: AsyncConnection, *, topic: str, order: Order, from_status: OrderStatus, reason: str = ""
 ) -> uuid.UUID:
     """The event of a status change, and its audit record: every status change passes here (or, for
     a checkout's PENDING -> PAID, through the stored function fed by `status_changed_event` and
     `audit.status_change_records`)."""
-    await record_status_change(conn, order, from_status)
+    await record_status_change(conn, order, from_status, reason=reason)
     return await write_event(conn, status_changed_event(topic=topic, order=order, from_status=from_status))

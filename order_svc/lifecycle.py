@@ -159,7 +159,13 @@ class OrderLifecycle:
             )
             if row is not None:
                 moved = store.order_from_row(row, [])
-                await events.status_changed(conn, topic=self._topic, order=moved, from_status=order.status)
+                await events.status_changed(
+                    conn,
+                    topic=self._topic,
+                    order=moved,
+                    from_status=order.status,
+                    reason=order.transition_reason,
+                )
             found = await store.get_order(conn, order.id)
         assert found is not None
         return found[1]

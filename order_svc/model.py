@@ -425,6 +425,7 @@ class Order:
     payment_attempted: bool = False
     transition_to: OrderStatus | None = None
     transition_restock: bool = True  # whether the recorded cancel/refund puts the units back
+    transition_reason: str = ""  # the reason given for it
     archived: bool = False
 
 

@@ -79,6 +79,7 @@ def order_from_row(row: Row, lines: Sequence[Row]) -> Order:
         payment_attempted=row["payment_attempted_at"] is not None,
         transition_to=OrderStatus(row["transition_to"]) if row["transition_to"] else None,
         transition_restock=row["transition_restock"],
+        transition_reason=row["transition_reason"] or "",
         archived=row["archived_at"] is not None,
     )
 

@@ -52,6 +52,8 @@ async def test_order_actions_are_audited_once_each_with_their_actor(mesh):
     assert "admin" in records[2].actor_roles
     assert records[0].changes["status"]["before"] == "pending"
     assert records[2].changes["tracking_number"] == "TRK-1"
+    assert records[3].changes["reason"] == "damaged"  # was validated, stored, then dropped
+    assert "reason" not in records[0].changes
     for record in records:  # no addresses or payment tokens in the trail
         text = str(record.changes)
         assert "line1" not in text and "tok_" not in text
