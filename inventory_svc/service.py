@@ -327,14 +327,22 @@ class InventoryService:
         with nothing to restock, so a late commit for it is refused."""
         order_id = validate_order_id(order_id)
         async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
-            row = await store.restock_order(
-                conn,
-                order_id=order_id,
-                reason=reason,
-                actor=_actor(),
-                topic=self._topic,
-                headers=context_headers(),
-            )
+            try:
+                row = await store.restock_order(
+                    conn,
+                    order_id=order_id,
+                    reason=reason,
+                    actor=_actor(),
+                    topic=self._topic,
+                    headers=context_headers(),
+                )
+            except NumericValueOutOfRange:  # a warehouse row, or a product's total (restock_order_v2)
+                raise FailedPrecondition(
+                    f"restocking order {order_id} would take a product past {MAX_PRODUCT_UNITS} units;"
+                    " lower its stock (AdjustStock) and retry",
+                    reason="STOCK_LIMIT_EXCEEDED",
+                    metadata={"order_id": order_id},
+                ) from None
         return int(row["quantity"]), row["outcome"] == "already"
 
     # ---- stock --------------------------------------------------------------------------------

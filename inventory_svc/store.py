@@ -77,9 +77,9 @@ async def commit_order(
 async def restock_order(
     conn: AsyncConnection, *, order_id: str, reason: str, actor: str, topic: str, headers: dict[str, str]
 ) -> Row:
-    """The whole restock in one statement (inventory.restock_order): its outcome and units."""
+    """The whole restock in one statement (inventory.restock_order_v2): its outcome and units."""
     cur = await conn.execute(
-        "SELECT * FROM restock_order(%s, %s, %s, %s, %s)",
+        "SELECT * FROM restock_order_v2(%s, %s, %s, %s, %s)",
         (order_id, reason, actor, topic, json.dumps(headers)),
         prepare=True,
     )

@@ -358,3 +358,36 @@ async def test_a_reserve_batch_writes_its_event_as_protobuf_with_the_batch_total
     last = events[-1].stock_level_changed
     assert (last.quantity, last.reserved, last.available, last.in_stock) == (7, 6, 1, True)
     assert {e.stock_level_changed.movement for e in events} == {events_pb2.STOCK_MOVEMENT_RESERVE}
+
+
+async def test_a_restock_past_the_int32_total_changes_nothing_and_can_be_retried(inventory):
+    """A restock after receipts brought the product near 2^31-1: from one warehouse row it was an
+    INTERNAL 'integer out of range' (the cancel retried for ever); spread over two rows it went past
+    the total, and every GetStock of the product failed after."""
+    admin, svc = admin_stub(inventory), service_stub(inventory)
+    limit = 2**31 - 1
+    for rows in ({1: 10}, {1: 5, 2: 5}):  # the row's own INT, then the product's total
+        product = new_product_id()
+        await stock_product(admin, product, rows)
+        held = await _reserve(svc, product, 10)
+        order_id = f"order-{product}"
+        await svc.CommitReservations(
+            pb.CommitReservationsRequest(order_id=order_id, reservation_ids=[r.id for r in held])
+        )
+        with psycopg.connect(inventory.database_url, autocommit=True) as conn:  # near the limit cheaply
+            conn.execute(
+                "UPDATE inventory.stock SET quantity = %s WHERE product_id = %s AND warehouse_id = 1",
+                (limit - 5 if len(rows) == 1 else limit - 7, product),
+            )
+        before = (await svc.GetStock(pb.GetStockRequest(product_id=product))).stock
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await svc.RestockOrder(pb.RestockOrderRequest(order_id=order_id, reason="cancelled"))
+        assert (caught.value.code(), reason_of(caught.value)) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "STOCK_LIMIT_EXCEEDED",
+        ), caught.value.details()
+        assert (await svc.GetStock(pb.GetStockRequest(product_id=product))).stock == before
+        assert _order_record(inventory.database_url, order_id) == (None, None)  # not marked restocked
+        await admin.AdjustStock(pb.AdjustStockRequest(product_id=product, warehouse_id=1, delta=-100))
+        reply = await svc.RestockOrder(pb.RestockOrderRequest(order_id=order_id, reason="cancelled"))
+        assert (reply.quantity_restocked, reply.already_restocked) == (10, False)
