@@ -99,8 +99,8 @@ async def _cache_batch(
             if items:
                 payload = json.dumps([[rid, score] for rid, score, _ in items])
                 pipe.setex(config.key(pid), config.cache_ttl_seconds, payload)
-            else:
-                pipe.delete(config.key(pid))
+            else:  # an empty list, not a delete: a reader's fill (SET NX) must not find the key free
+                pipe.setex(config.key(pid), config.cache_ttl_seconds, "[]")
         await pipe.execute()
 
     await kv.run(write)
@@ -175,5 +175,9 @@ class AlsoBoughtService:
             stored = await recs_store.stored_recommendations(conn, product_id, self._config.top_n)
         if stored:
             payload = json.dumps([[pid, score] for pid, score in stored])
-            await self._kv.run(lambda: self._kv.client.setex(key, self._config.cache_ttl_seconds, payload))
+            # only if absent (NX): the nightly batch may have committed and cached a newer list since
+            # these rows were read, and overwriting it kept the old list for the cache's 24 hours
+            await self._kv.run(
+                lambda: self._kv.client.set(key, payload, ex=self._config.cache_ttl_seconds, nx=True)
+            )
         return stored, Source.CO_PURCHASE

@@ -4,6 +4,7 @@ against a brute-force count over the same events; cache then database; category 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 import uuid
 from collections import Counter
@@ -217,3 +218,48 @@ async def test_no_co_purchases_falls_back_to_category_top_sellers(mesh, shop):
     assert reply.source == pb.ALSO_BOUGHT_SOURCE_CATEGORY_TOP_SELLERS
     assert [r.product.id for r in reply.recommendations] == [i.product_id for i in expected]
     assert [r.score for r in reply.recommendations] == [float(sold[i.product_id]) for i in expected]
+
+
+async def test_a_reader_filling_the_cache_never_overwrites_what_the_nightly_batch_cached_meanwhile(
+    mesh, shop, monkeypatch
+):
+    """A reader missed the cache and read the stored rows; the batch then committed and cached the
+    new list; the reader's write put its old rows back for the cache's 24 hours. Fills are SET NX,
+    and a product left without recommendations is cached as [] (a delete left the key free).
+    `shop`: the orders the recommendations come from."""
+    settings = load_settings(CatalogSettings, environ=mesh.env)
+    config = recs.RecsConfig(key_prefix=settings.cache_key_prefix)
+    if not catalog_sql(mesh.database_url, "SELECT 1 FROM catalog.product_recommendations LIMIT 1"):
+        await run_job(mesh)
+    product_id, old = catalog_sql(
+        mesh.database_url,
+        "SELECT r.product_id, count(*) FROM catalog.product_recommendations r"
+        " JOIN catalog.products p ON p.id = r.product_id AND p.is_active"
+        " GROUP BY r.product_id ORDER BY count(*) DESC, r.product_id LIMIT 1",
+    )[0]
+    pool = await open_pool(mesh.database_url, schema="catalog", min_size=1, max_size=2)
+    client = valkey_asyncio.from_url(settings.valkey_url)
+    kv = GuardedValkey(client, timeout=2, breaker=CircuitBreaker("valkey-test-recs-race"))
+
+    async def no_products(ids):
+        return {}
+
+    service = recs.AlsoBoughtService(pool=pool, kv=kv, config=config, load_products=no_products)
+    read_rows = recs.recs_store.stored_recommendations
+    try:
+        for batch_list in ({product_id: [(product_id + 1, 0.5, 1)]}, {}):  # a new list, then none
+            await client.delete(config.key(product_id))
+
+            async def batch_commits_right_after_the_read(conn, pid, top_n, batch_list=batch_list):
+                rows = await read_rows(conn, pid, top_n)
+                await recs._cache_batch(kv, config, [product_id], batch_list)
+                return rows
+
+            monkeypatch.setattr(recs.recs_store, "stored_recommendations", batch_commits_right_after_the_read)
+            await service.get(product_id)
+            cached = json.loads(await client.get(config.key(product_id)))
+            assert cached == [[r, s] for r, s, _ in batch_list.get(product_id, [])], (old, cached)
+    finally:
+        await client.delete(config.key(product_id))
+        await client.aclose()
+        await pool.close()
