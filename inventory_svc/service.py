@@ -283,9 +283,9 @@ class InventoryService:
     async def commit(self, order_id: str, reservation_ids: Sequence[str]) -> tuple[list[Reservation], bool]:
         """Reserved -> sold for an order. Idempotent by order id (a repeat returns the first result).
 
-        One statement (inventory.commit_order_v2, whose 0004 original documents its locking): claim the order, lock
-        and check the reservations, mark them committed, write ledger rows, lock the stock rows in
-        key order and apply the sale, and write one stock event per product."""
+        One statement (inventory.commit_order_v2; its 0004 original documents the locking): claim
+        the order, lock and check the reservations, mark them committed, write ledger rows, lock the
+        stock rows in key order and apply the sale, and write one stock event per product."""
         order_id = validate_order_id(order_id)
         ids = _parse_ids(reservation_ids)
         async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
@@ -323,7 +323,7 @@ class InventoryService:
     async def restock(self, order_id: str, *, reason: str = "") -> tuple[int, bool]:
         """Sold -> back on hand for a cancelled/refunded order. Idempotent by order id.
 
-        One statement (inventory.restock_order). An order never committed is recorded as restocked
+        One statement (inventory.restock_order_v2). An order never committed is recorded as restocked
         with nothing to restock, so a late commit for it is refused."""
         order_id = validate_order_id(order_id)
         async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
