@@ -62,3 +62,41 @@ async def test_invalidation_returns_when_valkey_accepts_but_never_answers():
         await client.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_lost_invalidation_is_retried_and_this_process_serves_no_cached_cart_meanwhile():
+    """Valkey did not take an invalidation (a partition, a timeout) but kept the entry: it carried
+    the current generation, so every replica served the cart as it was before the write until the
+    TTL ran out. Now this process reads that cart from PostgreSQL until a retry lands."""
+    client = valkey_asyncio.from_url(ORDER_VALKEY_URL)
+    prefix = f"cart-cache-test-{secrets.token_hex(4)}:"
+    cache = CartCache(client, ttl_seconds=60, key_prefix=prefix, retry_seconds=0.05)
+    assert cache._pipelined is not None
+    real = cache._pipelined.command
+    lost = {"left": 3}  # the write's own call and the first two retries
+
+    async def flaky(*args):
+        if lost["left"]:
+            lost["left"] -= 1
+            raise ConnectionError("valkey connection lost")
+        return await real(*args)
+
+    cache._pipelined.command = flaky
+    try:
+        _, generation = await cache.get("ada")
+        await cache.put("ada", generation, b"cart before the write")
+        await cache.invalidate("ada")
+        assert await client.get(f"{prefix}cart:ada") is not None  # Valkey still holds it
+        assert await cache.get("ada") == (None, b"")  # a miss, and nothing to tag a put with
+        await cache.put("ada", b"", b"what PostgreSQL said")  # so the reader caches nothing
+        for _ in range(200):
+            if not cache._unconfirmed:
+                break
+            await asyncio.sleep(0.02)
+        assert not cache._unconfirmed and lost["left"] == 0
+        entry, after = await cache.get("ada")
+        assert entry is None and int(after) == int(generation) + 1  # no replica serves the old entry
+    finally:
+        await cache.close()
+        await client.delete(f"{prefix}cart:ada", f"{prefix}cartgen:ada")
+        await client.aclose()
