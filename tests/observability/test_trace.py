@@ -70,9 +70,14 @@ async def test_a_checkout_is_one_connected_trace_across_processes_and_kafka(
 
     def complete(spans: list[ReceivedSpan]) -> bool:
         mine = [s for s in spans if s.trace_id == trace_id]
-        return {"gateway", "order_svc", "inventory_svc"} <= {
-            s.service for s in mine
-        } and topics <= consumed_topics(mine)
+        # every consumer's parent too: each process exports on its own schedule, and a consumer's
+        # span could arrive before the relay's PRODUCER span it hangs from (seen once in CI)
+        ids = {s.span_id for s in mine}
+        return (
+            {"gateway", "order_svc", "inventory_svc"} <= {s.service for s in mine}
+            and topics <= consumed_topics(mine)
+            and all(s.parent_span_id in ids for s in mine if s.is_consumer)
+        )
 
     await receiver.wait_for(complete, timeout=30)
     spans = receiver.trace(trace_id)
