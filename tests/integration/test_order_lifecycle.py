@@ -13,7 +13,7 @@ from shop.order.v1 import order_pb2
 from meshkit.context import Principal
 from meshkit.errors import Aborted
 from meshkit.settings import load_settings
-from order_svc import convert
+from order_svc import convert, store
 from order_svc.config import OrderSettings
 from order_svc.model import OrderStatus, PaymentStatus, validate_checkout
 from order_svc.payments import SandboxProvider
@@ -244,6 +244,31 @@ async def test_moves_refused_because_a_cancel_is_half_done_are_aborted_not_forbi
         sql(mesh.database_url, "UPDATE orders.orders SET transition_to = NULL WHERE id = %s", order.id)
     shipped = (await admin.ShipOrder(S.ShipOrderRequest(order_id=order.id, tracking_number="1Z1"))).order
     assert shipped.status == S.ORDER_STATUS_SHIPPED
+
+
+async def test_a_refund_that_read_shipped_while_a_delivery_landed_is_aborted_for_a_retry(mesh, monkeypatch):
+    """The refund read SHIPPED, a DeliverOrder committed, and the refund's conditional write found
+    DELIVERED: it answered "cannot go from delivered to refunded", a move the state machine allows."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=5)
+    order = await _paid_order(mesh, user, product)
+    admin = admin_orders(mesh)
+    await admin.ShipOrder(S.ShipOrderRequest(order_id=order.id, tracking_number="1Z2"))
+    begin = store.begin_transition
+
+    async def delivered_just_before(conn, order_id, **kwargs):
+        sql(mesh.database_url, "UPDATE orders.orders SET status = 'delivered' WHERE id = %s", str(order_id))
+        return await begin(conn, order_id, **kwargs)
+
+    monkeypatch.setattr(store, "begin_transition", delivered_just_before)
+    async with order_app(_in_process(mesh)) as app:
+        with pytest.raises(Aborted) as caught:
+            await app.lifecycle.refund(order.id, "returned")
+    assert caught.value.message.endswith("changed from shipped to delivered meanwhile; retry")
+    monkeypatch.undo()
+    refunded = (await admin.RefundOrder(S.RefundOrderRequest(order_id=order.id))).order  # the retry
+    assert refunded.status == S.ORDER_STATUS_REFUNDED
 
 
 async def test_a_refund_after_shipping_restocks_only_goods_that_came_back(mesh):
