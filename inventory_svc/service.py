@@ -50,7 +50,7 @@ log = logging.getLogger("inventory_svc.service")
 
 STOCK_EVENT = "inventory.stock_level_changed"
 EXPIRED_EVENT = "inventory.reservation_expired"
-_RESERVE_ATTEMPTS = 3
+_RESERVE_ATTEMPTS = 2  # the batch, then once more (see _flush_reserve)
 _MOVEMENT_ENUM = {
     Movement.RECEIVE: events_pb2.STOCK_MOVEMENT_RECEIVE,
     Movement.ADJUST: events_pb2.STOCK_MOVEMENT_ADJUST,
@@ -165,11 +165,8 @@ class InventoryService:
             # reservations by id before any stock row, the order commit_order_v2 and release lock in:
             # two extends naming the same ones in other orders, or an extend and a commit, cannot
             # deadlock (the UPDATE alone locked them in scan order)
-            async with conn.pipeline():
-                await store.lock_reservations(conn, ids)
-                due = await store.take_expired(conn, len(ids), reservation_ids=ids)
-            if due:
-                await self.apply_expiry(conn, due, actor=_actor())
+            await store.lock_reservations(conn, ids)
+            await self._expire_due_in(conn, ids)
             rows = await store.extend_and_get_reservations(conn, ids, ttl.total_seconds())
         _require_all_found(ids, rows)
         by_id = {row["id"]: row for row in rows}
@@ -178,9 +175,12 @@ class InventoryService:
     async def expire_due(self, reservation_ids: Sequence[uuid.UUID]) -> int:
         """Expire those of these reservations whose expiry has passed. Returns how many."""
         async with transaction(self._pool) as conn:
-            due = await store.take_expired(conn, len(reservation_ids), reservation_ids=reservation_ids)
-            if due:
-                await self.apply_expiry(conn, due, actor=_actor())
+            return await self._expire_due_in(conn, reservation_ids)
+
+    async def _expire_due_in(self, conn: AsyncConnection, reservation_ids: Sequence[uuid.UUID]) -> int:
+        due = await store.take_expired(conn, len(reservation_ids), reservation_ids=reservation_ids)
+        if due:
+            await self.apply_expiry(conn, due, actor=_actor())
         return len(due)
 
     async def apply_expiry(
@@ -501,12 +501,8 @@ class InventoryService:
             event_id=uuid.UUID(event.event_id),
         )
 
-    async def _emit_expired_event(
-        self, conn: AsyncConnection, row: dict[str, Any], *, version: int | None = None
-    ) -> None:
+    async def _emit_expired_event(self, conn: AsyncConnection, row: dict[str, Any], *, version: int) -> None:
         """`version`: one the caller already took with `store.bump_version(..., by=n)`."""
-        if version is None:
-            version = await store.bump_version(conn, row["product_id"])
         event = events_pb2.InventoryEvent(
             event_id=str(uuid.uuid4()),
             product_id=row["product_id"],
