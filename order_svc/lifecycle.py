@@ -184,7 +184,8 @@ class OrderLifecycle:
         if not started:
             if current.status == target == OrderStatus.CANCELLED:
                 return current  # a concurrent cancel finished first: cancelling twice is harmless
-            _refuse_if_racing(current, read_as=order.status)
+            _refuse_if_transition_in_progress(current)
+            _refuse_if_changed(current, read_as=order.status)
             raise InvalidTransition(order.id, current.status, target, archived=row["archived_at"] is not None)
         return await self.finish_transition(current)
 
@@ -239,8 +240,8 @@ class OrderLifecycle:
                 found = await store.get_order(conn, order_id)
                 if found is None:
                     raise OrderNotFound(order_id)
-                if found[1].status in sources:
-                    _refuse_if_racing(found[1], read_as=found[1].status)
+                if found[1].status in sources:  # else forbidden, in flight or not
+                    _refuse_if_transition_in_progress(found[1])
                 raise InvalidTransition(order_id, found[1].status, target)
             await events.status_changed(
                 conn, topic=self._topic, order=store.order_from_row(row, []), from_status=sources[0]
@@ -254,17 +255,23 @@ class OrderLifecycle:
 _SOURCES = {status: targets for status, targets in TRANSITIONS.items() if status != OrderStatus.PENDING}
 
 
-def _refuse_if_racing(current: Order, *, read_as: OrderStatus) -> None:
-    """ABORTED (retry) when a move was refused because of another one in flight, not because the
-    state machine forbids it: a cancel/refund half-done (it blocks every other move until it ends),
-    or a status that changed between the read and the write. Both were answered as a permanent
-    INVALID_ORDER_TRANSITION, some naming a move the state machine allows ("delivered to refunded")."""
+# A move refused because of another one in flight, not because the state machine forbids it, is
+# ABORTED (retry): both cases below were a permanent INVALID_ORDER_TRANSITION, some naming a move the
+# state machine allows ("delivered to refunded").
+
+
+def _refuse_if_transition_in_progress(current: Order) -> None:
+    """A cancel/refund half-done blocks every other move until it ends."""
     if current.transition_to is not None:
         raise Aborted(
             f"a move of order {current.id} to {current.transition_to.value} is in progress; retry",
             reason="ORDER_TRANSITION_IN_PROGRESS",
             metadata={"order_id": current.id, "to_status": current.transition_to.wire_name},
         )
+
+
+def _refuse_if_changed(current: Order, *, read_as: OrderStatus) -> None:
+    """The status changed between the read and the write."""
     if current.status != read_as:
         raise Aborted(
             f"order {current.id} changed from {read_as.value} to {current.status.value} meanwhile; retry",
