@@ -220,12 +220,7 @@ def _scalar(field: FieldDescriptor, raw: str, name: str, where: str) -> Any:
         return _BOOL_WORDS[word]
     # ParseDict converts number strings with int() and float(), which also take "1_0", " 7", "\t7"
     # and other scripts' digits (U+0667 for 7): /v1/products/1_0 fetched product 10
-    if (_is_integer(field) and not _ASCII_INTEGER.fullmatch(raw)) or (
-        _is_float(field) and not _ASCII_NUMBER.fullmatch(raw)
-    ):
-        description = _expectation(field, raw)
-        raise bad_request(f"{where}: {description}", field=where, description=description)
-    return raw
+    return _check_number(field, raw, where, exact_only=True)
 
 
 def _query_dict(route: Route, query: Sequence[tuple[str, str]], bound: set[str]) -> dict[str, Any]:
@@ -251,6 +246,11 @@ def _query_dict(route: Route, query: Sequence[tuple[str, str]], bound: set[str])
     return data
 
 
+def _printable(text: str) -> str:
+    """`text` with anything outside ASCII escaped, to name a field in an error."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 # JSON may spell a lone UTF-16 surrogate ("\ud800"); Python keeps it in the str, and neither protobuf
 # (a SystemError from the field lookup) nor UTF-8 (the error body echoing it) can take one: a 500.
 # json.loads joins a proper pair into one character, so any surrogate left is unpaired.
@@ -260,7 +260,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _refuse_unpaired_surrogates(value: Any, path: str) -> None:
     def refuse(where: str) -> NoReturn:
-        where = where.encode("ascii", "backslashreplace").decode("ascii") or "body"
+        where = _printable(where) or "body"
         raise bad_request(f"{where}: text with an unpaired UTF-16 surrogate", field=where)
 
     if isinstance(value, str):
@@ -301,10 +301,6 @@ def _not_json(word: str) -> NoReturn:
     # json.loads takes bare NaN, Infinity and -Infinity, which are not JSON (proto3 JSON spells
     # them as the strings "NaN", "Infinity" and "-Infinity")
     raise ValueError(f"{word} is not JSON")
-
-
-def _printable(text: str) -> str:
-    return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _refuse_repeated_key(data: Any, where: str) -> None:
@@ -362,7 +358,9 @@ _WHOLE_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 
 
 def _check_number(field: FieldDescriptor, value: Any, where: str, *, exact_only: bool = False) -> Any:
-    """The value ParseDict should get for a number field given as a string (see _check_body)."""
+    """The value ParseDict should get for a number field given as a string (see _check_body):
+    plain ASCII digits, or with `exact_only` False also an integer written with a fraction or
+    exponent that names a whole number. A 400 naming `where` otherwise."""
     if not isinstance(value, str):
         return value
     if _is_integer(field):
