@@ -26,7 +26,6 @@ from order_svc.model import (
     MAX_REASON_LENGTH,
     MAX_TRACKING_LENGTH,
     TRANSITIONS,
-    CheckoutAbandoned,
     InvalidTransition,
     Order,
     OrderNotFound,
@@ -110,7 +109,7 @@ class OrderLifecycle:
         validate_text(reason, "reason", MAX_REASON_LENGTH)
         order = await self.get(principal, raw_id)
         if order.status == OrderStatus.PENDING:
-            cancelled = await self._cancel_pending(order)
+            cancelled = await self._cancel_pending(order, reason or "cancelled")
             if cancelled is not None:
                 return cancelled
             # its checkout ended between the read and the lease: cancel what the order became (a
@@ -189,15 +188,26 @@ class OrderLifecycle:
             raise InvalidTransition(order.id, current.status, target, archived=row["archived_at"] is not None)
         return await self.finish_transition(current)
 
-    async def _cancel_pending(self, order: Order) -> Order | None:
+    async def _cancel_pending(self, order: Order, reason: str) -> Order | None:
         """Cancel a checkout that has not completed: only when no request is driving it right now.
         None when the order is no longer PENDING and not cancelled by this call (its checkout
         completed or failed meanwhile, or a driver that took the lease over ended it)."""
         owner = uuid.uuid4()
         async with transaction(self._pool) as conn:
             taken = await store.take_lease(conn, order.id, owner, self._lease_seconds, pending_only=True)
-            found = None if taken else await store.get_order(conn, order.id)
-        if found is not None and found[1].status != OrderStatus.PENDING:
+            if taken:
+                # the intent first, with the lease: whoever drives the order next (this call, a retry
+                # of its checkout key, recovery) ends it CANCELLED, and no checkout can complete it
+                await store.begin_transition(
+                    conn,
+                    order.id,
+                    expected=[OrderStatus.PENDING],
+                    target=OrderStatus.CANCELLED,
+                    reason=reason,
+                    restock=True,
+                )
+            found = await store.get_order(conn, order.id)
+        if found is None or found[1].status != OrderStatus.PENDING:
             return None
         if not taken:
             raise _checkout_in_progress()
@@ -205,19 +215,7 @@ class OrderLifecycle:
             # renewed like a checkout's lease: the final move is fenced by it, and a cancel slowed past
             # one lease (provider, inventory) must not lose the order to a retry of its checkout key
             async with self._saga.renewing_lease(order.id, owner, name="cancel-lease"):
-                charge = await self._saga.payments.void(payment_key(order.id))
-                if charge is not None and charge.status == "captured":
-                    await self._saga.check_lease(order.id, owner)  # a new driver may be completing it
-                    await self._saga.payments.refund(payment_key(order.id))
-                payment = PaymentStatus.REFUNDED if charge is not None and charge.captured else None
-                await self._saga.fail(
-                    order,
-                    CheckoutAbandoned(order.id, OrderStatus.CANCELLED),
-                    restock=True,
-                    target=OrderStatus.CANCELLED,
-                    payment_status=payment,
-                    lease_owner=owner,
-                )
+                await self._saga.cancel_pending(found[1], lease_owner=owner)
         except Superseded:
             pass
         finally:

@@ -12,6 +12,8 @@ order's payment key (`void`), so no capture can land after the decision:
   declined  -> FAILED / PAYMENT_DECLINED, stock restocked;
   nothing   -> FAILED / CHECKOUT_ABANDONED, stock restocked (the payment token is not stored, so
                recovery cannot charge on the customer's behalf).
+A PENDING order whose cancel was recorded (transition_to CANCELLED) and interrupted ends CANCELLED
+whatever the provider says: a capture is refunded, the stock restocked.
 The outcome is stored for the key (and written to Valkey), so a later retry replays it.
 """
 
@@ -139,6 +141,10 @@ class RecoveryJob:
         if found is None:
             return None
         row, order = found
+        if order.status == OrderStatus.PENDING and order.transition_to is not None:
+            # a cancel of the checkout recorded, then interrupted: end it cancelled, as asked
+            await self._remember(row, await self._saga.cancel_pending(order, lease_owner=owner))
+            return "compensated"
         if order.transition_to is not None:
             await self._lifecycle.finish_transition(order)
             return "transition"

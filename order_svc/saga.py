@@ -134,6 +134,8 @@ class OrderSaga:
             order, reservations = fresh if fresh is not None else (await self.load(order_id), None)
             if order.status != OrderStatus.PENDING:
                 raise Superseded()
+            if order.transition_to is not None:  # its cancel was recorded and died half-way
+                return await self.cancel_pending(order, lease_owner=lease_owner)
             if not order.stock_committed:
                 shortage = await self.hold_and_commit(order, reservations)
                 if shortage is not None:
@@ -193,6 +195,25 @@ class OrderSaga:
             CheckoutAbandoned(order.id, OrderStatus.FAILED),
             restock=True,
             payment_status=payment,
+            lease_owner=lease_owner,
+        )
+
+    async def cancel_pending(self, order: Order, *, lease_owner: uuid.UUID) -> bytes:
+        """End a PENDING order whose cancel is recorded (transition_to CANCELLED): close its payment
+        key, refund a capture, restock, CANCELLED. What CancelOrder runs, and what a retry of the
+        checkout key or recovery runs for a cancel that died half-way, so the order ends cancelled as
+        asked whichever step the cancel reached (it ended FAILED, once as PAYMENT_DECLINED "voided":
+        the next driver met the key the cancel had closed)."""
+        charge = await self.payments.void(payment_key(order.id))
+        if charge is not None and charge.status == "captured":
+            await self.check_lease(order.id, lease_owner)  # a new driver may be ending it
+            charge = await self.payments.refund(payment_key(order.id))
+        return await self.fail(
+            order,
+            CheckoutAbandoned(order.id, OrderStatus.CANCELLED),
+            restock=True,
+            target=OrderStatus.CANCELLED,
+            payment_status=PaymentStatus.REFUNDED if charge is not None and charge.captured else None,
             lease_owner=lease_owner,
         )
 
@@ -405,7 +426,9 @@ class OrderSaga:
         lease_owner: uuid.UUID,
     ) -> bytes:
         """Compensate and end the order (FAILED, or CANCELLED for a cancelled checkout), while
-        `lease_owner` holds its lease."""
+        `lease_owner` holds its lease. Only CANCELLED ends an order whose cancel is recorded: a
+        checkout driver failing it meanwhile changes nothing (Superseded)."""
+        cancelling = target == OrderStatus.CANCELLED
         restocked = 0
         if restock:
             # a driver that lost the lease (stalled past it) must not give back units the order's new
@@ -424,6 +447,8 @@ class OrderSaga:
             changes["payment_status"] = payment_status.value
         if decline_code is not None:
             changes["decline_code"] = decline_code
+        if cancelling:
+            changes.update(transition_to=None, transition_reason=None)
         async with transaction(self._pool) as conn:
             await cart_store.lock_cart(conn, order.user_id)
             row = await store.move(
@@ -432,6 +457,7 @@ class OrderSaga:
                 expected=[OrderStatus.PENDING],
                 target=target,
                 changes=changes,
+                require_no_transition=not cancelling,
                 lease_owner=lease_owner,
             )
             if row is None:
@@ -446,7 +472,13 @@ class OrderSaga:
             ended = _with_lines(store.order_from_row(row, []), order)
             outcome = convert.encode_error(error)
             await store.set_outcome(conn, order.id, outcome)
-            await events.status_changed(conn, topic=self._topic, order=ended, from_status=OrderStatus.PENDING)
+            await events.status_changed(
+                conn,
+                topic=self._topic,
+                order=ended,
+                from_status=OrderStatus.PENDING,
+                reason=order.transition_reason if cancelling else "",
+            )
         await self._cache.invalidate(order.user_id)
         if target == OrderStatus.FAILED:  # a cancelled checkout is the user's choice, not a failure
             metrics.orders_total.labels("failed").inc()

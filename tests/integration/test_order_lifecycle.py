@@ -373,6 +373,39 @@ async def test_a_cancel_slower_than_one_lease_keeps_its_lease(mesh, monkeypatch)
     assert cancelled.status == OrderStatus.CANCELLED
 
 
+async def test_a_pending_cancel_is_recorded_before_its_first_remote_step(mesh, monkeypatch):
+    """The cancel of a PENDING order is written down (transition_to) with its lease, before the
+    payment key is voided: a cancel dying after the void left nothing saying so, and the next driver
+    met the closed key and ended the order FAILED / PAYMENT_DECLINED "voided". The reason given ends
+    in the audit record, and the final move clears the intent."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    order_id = await _pending_order(mesh, user, await new_product(mesh, stock=5))
+    void, seen = SandboxProvider.void, []
+
+    async def recording_void(provider, key):
+        seen.extend(
+            sql(
+                mesh.database_url,
+                "SELECT transition_to, transition_reason FROM orders.orders WHERE id = %s",
+                order_id,
+            )
+        )
+        return await void(provider, key)
+
+    monkeypatch.setattr(SandboxProvider, "void", recording_void)
+    async with order_app(_in_process(mesh)) as app:
+        cancelled = await app.lifecycle.cancel(Principal(user, ()), order_id, "found it cheaper")
+
+    assert seen == [("cancelled", "found it cheaper")]
+    assert (cancelled.status, cancelled.transition_to) == (OrderStatus.CANCELLED, None)
+    assert sql(
+        mesh.database_url,
+        "SELECT changes->>'reason' FROM orders.audit_log WHERE resource = %s AND action = 'order.cancelled'",
+        f"order/{order_id}",
+    ) == [("found it cheaper",)]
+
+
 async def test_a_cancel_whose_lease_was_taken_over_is_not_reported_as_done(mesh, monkeypatch):
     """When another driver takes the lease over mid-cancel, the cancel's fenced final move changes
     nothing; it answered the still PENDING order as its result. Now it says to retry (ABORTED)."""
