@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from catalog_svc import index_store, metrics, store
 from catalog_svc.index_client import SearchIndex
-from catalog_svc.search_os import cents, document
+from catalog_svc.search_os import cents, document, document_version
 from meshkit.db import connection, transaction
 from meshkit.logs import log_event
 from meshkit.outbox import LeaderLease
@@ -139,6 +139,19 @@ def _differs(row: index_store.IndexRow, state: dict[str, Any]) -> bool:
     )
 
 
+async def _still_ahead(pool: AsyncConnectionPool, index: SearchIndex, ids: Sequence[int]) -> int:
+    """How many of these documents are newer than PostgreSQL holds now. A refused rewrite alone
+    proves nothing: PostgreSQL may have moved on since the pass read it and the sync loop indexed
+    the newer state first (ordinary lag), which counted as 'ahead' and logged the reindex advice."""
+    async with connection(pool) as conn:
+        now = {
+            p.id: p.version + inventory_version
+            for p, _, inventory_version in await index_store.index_rows(conn, ids)
+        }
+    states = await index.fetch_states(ids)
+    return sum(1 for pid, state in states.items() if pid in now and document_version(state) > now[pid])
+
+
 async def reconcile(
     pool: AsyncConnectionPool,
     index: SearchIndex,
@@ -196,8 +209,8 @@ async def reconcile(
             elif _differs(row, state):
                 report.stale += 1
                 repair.append(row)
-        if repair:
-            report.ahead += len(repair) - await index.write_documents(_docs(repair))
+        if repair and await index.write_documents(_docs(repair)) < len(repair):
+            report.ahead += await _still_ahead(pool, index, [row[0].id for row in repair])
         report.checked += len(rows)
         after = rows[-1][0].id
     after = 0

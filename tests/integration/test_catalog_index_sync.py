@@ -383,6 +383,44 @@ async def test_reconcile_repairs_missing_stale_and_extra_documents(mesh, world, 
     assert indexed_doc(alias, 987654321) is None
 
 
+async def test_reconcile_does_not_call_ordinary_lag_ahead(mesh, world, index_and_pool, monkeypatch):
+    """The product changes after reconcile read it and the sync loop indexes the change first:
+    reconcile's rewrite is refused (older version), which it counted as a document ahead of
+    PostgreSQL and logged 'run shopctl search reindex'. A document really ahead is still counted."""
+    from catalog_svc import index_store
+
+    index, pool, _settings = index_and_pool
+    lagged, restored = world.items[5].product_id, world.items[6].product_id
+    fetch_states = index.fetch_states
+    calls = []
+
+    async def changed_and_indexed_meanwhile(ids):
+        if not calls and lagged in ids:
+            async with pool.connection() as conn:
+                await conn.execute("UPDATE products SET version = version + 1 WHERE id = %s", (lagged,))
+                rows = await index_store.index_rows(conn, [lagged])
+            assert await index.write_documents(jobs._docs(rows)) == 1  # the sync loop, first
+        calls.append(ids)
+        return await fetch_states(ids)
+
+    monkeypatch.setattr(index, "fetch_states", changed_and_indexed_meanwhile)
+    lag = await jobs.reconcile(pool, index)
+    assert (lag.stale, lag.ahead) == (1, 0), lag
+    monkeypatch.undo()
+
+    # a database restored from an older backup: the index holds a later version than it
+    catalog_sql(
+        mesh.database_url, "UPDATE catalog.products SET version = version - 1 WHERE id = %s", (restored,)
+    )
+    try:
+        behind = await jobs.reconcile(pool, index)
+        assert behind.ahead == 1, behind
+    finally:
+        catalog_sql(
+            mesh.database_url, "UPDATE catalog.products SET version = version + 1 WHERE id = %s", (restored,)
+        )
+
+
 async def test_reconcile_repairs_in_stock_from_inventory_but_never_over_a_newer_event(
     mesh, world, index_and_pool
 ):
