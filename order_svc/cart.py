@@ -150,7 +150,9 @@ class CartService:
         if info is None or not info.is_active:
             raise ProductNotFound([product_id])
         async with transaction(self._pool) as conn:
-            version, cart, fresh = await cart_store.lock_and_load(conn, user_id, request_id=request_id)
+            version, cart, fresh, checking_out = await cart_store.lock_and_load(
+                conn, user_id, request_id=request_id, with_checkouts=True
+            )
             line = _line(cart, product_id)
             if not fresh:  # this request id was applied before: answer with the line as it is
                 if line is None:
@@ -159,7 +161,7 @@ class CartService:
             if line is None and len(cart.lines) >= self._max_lines:
                 raise InvalidArgument("product_id", f"a cart holds at most {self._max_lines} lines")
             total = validate_quantity((line.quantity if line else 0) + quantity, self._max_quantity)
-            await _refuse_if_being_checked_out(conn, user_id, product_id)
+            _refuse_if_being_checked_out(checking_out, product_id)
             if line is not None and line.is_expired(_now()):
                 await self._release_all(conn, user_id, line, version)
                 units = total
@@ -181,14 +183,16 @@ class CartService:
         validate_product_id(product_id)
         validate_quantity(quantity, self._max_quantity)
         async with transaction(self._pool) as conn:
-            version, cart, _ = await cart_store.lock_and_load(conn, user_id)
+            version, cart, _, checking_out = await cart_store.lock_and_load(
+                conn, user_id, with_checkouts=True
+            )
             line = _line(cart, product_id)
             if line is None:
                 raise CartItemNotFound(product_id)
             op = derived_request_id(user_id, version, product_id, quantity, "update")
             expired = line.is_expired(_now())
             if expired or quantity > line.quantity:
-                await _refuse_if_being_checked_out(conn, user_id, product_id)
+                _refuse_if_being_checked_out(checking_out, product_id)
             # the inventory request id names the units reserved: a retry at this version after the
             # line lapsed reserves the whole quantity, not the difference (the same id with another
             # quantity is REQUEST_ID_REUSED)
@@ -216,7 +220,7 @@ class CartService:
     async def remove_item(self, user_id: str, *, product_id: int) -> cart_pb2.Cart:
         validate_product_id(product_id)
         async with transaction(self._pool) as conn:
-            version, cart, _ = await cart_store.lock_and_load(conn, user_id)
+            version, cart, _, _ = await cart_store.lock_and_load(conn, user_id)
             line = _line(cart, product_id)
             if line is None:
                 raise CartItemNotFound(product_id)
@@ -228,7 +232,7 @@ class CartService:
 
     async def clear_cart(self, user_id: str) -> cart_pb2.Cart:
         async with transaction(self._pool) as conn:
-            version, cart, _ = await cart_store.lock_and_load(conn, user_id)
+            version, cart, _, _ = await cart_store.lock_and_load(conn, user_id)
             # every line before any release: releases are calls to inventory, which a refusal at a
             # later line (the rollback) would not undo, leaving the cart holding freed reservations
             for line in cart.lines:
@@ -290,12 +294,12 @@ class CartService:
         return line
 
 
-async def _refuse_if_being_checked_out(conn: AsyncConnection, user_id: str, product_id: int) -> None:
+def _refuse_if_being_checked_out(checking_out: frozenset[int], product_id: int) -> None:
     """Before reserving more of a product: an unfinished checkout may be selling it. When it ends
     it takes the units it sold off the line and its reservations off the cart; units reserved now
     would stay on a line that no longer counts them (holding stock nothing buys, and failing the
     next checkout with too many units held), and a line added again would be taken away whole."""
-    if await cart_store.in_open_checkout(conn, user_id, product_id):
+    if product_id in checking_out:
         raise CheckoutInProgress(product_id)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import AsyncConnection
 
@@ -26,18 +26,29 @@ async def lock_cart(conn: AsyncConnection, user_id: str) -> int:
     return int(row["version"])
 
 
+class LockedCart(NamedTuple):
+    version: int
+    cart: Cart
+    fresh: bool  # the request id was new (True when none was given)
+    # products an unfinished checkout of this cart is selling (read only when asked for)
+    checking_out: frozenset[int]
+
+
 async def lock_and_load(
-    conn: AsyncConnection, user_id: str, *, request_id: str = ""
-) -> tuple[int, Cart, bool]:
+    conn: AsyncConnection, user_id: str, *, request_id: str = "", with_checkouts: bool = False
+) -> LockedCart:
     """lock_cart, then claim_request (when a request id is given), then load_cart, as one statement
-    (cart_lock_load): (version, cart, whether the request id was new)."""
-    cur = await conn.execute("SELECT * FROM cart_lock_load(%s, %s)", (user_id, request_id))
+    (cart_lock_load_v2). `with_checkouts`: also which products the user's unfinished checkouts sell,
+    read under the lock (orders are created under it, see checkout_create, so it cannot change)."""
+    cur = await conn.execute(
+        "SELECT * FROM cart_lock_load_v2(%s, %s, %s)", (user_id, request_id, with_checkouts)
+    )
     rows = await cur.fetchall()
     head = rows[0]
     cart = Cart(
         user_id=user_id, lines=_lines(rows), updated_at=head["updated_at"], version=int(head["version"])
     )
-    return int(head["version"]), cart, bool(head["fresh"])
+    return LockedCart(int(head["version"]), cart, bool(head["fresh"]), frozenset(head["checking_out"]))
 
 
 async def claimed_by_checkout(conn: AsyncConnection, reservation_ids: Sequence[uuid.UUID]) -> bool:
@@ -48,17 +59,6 @@ async def claimed_by_checkout(conn: AsyncConnection, reservation_ids: Sequence[u
         return False
     cur = await conn.execute(
         "SELECT 1 FROM order_reservations WHERE reservation_id = ANY(%s) LIMIT 1", (list(reservation_ids),)
-    )
-    return await cur.fetchone() is not None
-
-
-async def in_open_checkout(conn: AsyncConnection, user_id: str, product_id: int) -> bool:
-    """Whether an unfinished checkout of this user's cart sells this product (under the cart lock
-    the answer cannot change: orders are created under it, see checkout_create)."""
-    cur = await conn.execute(
-        "SELECT 1 FROM orders o JOIN order_lines l ON l.order_id = o.id"
-        " WHERE o.user_id = %s AND o.status = 'pending' AND l.product_id = %s LIMIT 1",
-        (user_id, product_id),
     )
     return await cur.fetchone() is not None
 
