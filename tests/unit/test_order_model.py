@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 import grpc
 import pytest
 
 from meshkit.errors import DomainError, InvalidArgument
-from order_svc import convert
+from order_svc import archive_store, convert
 from order_svc.failpoints import Failpoints
 from order_svc.model import (
+    ARCHIVABLE,
     Address,
     CartLine,
     CartReservation,
@@ -210,3 +213,20 @@ def test_unknown_failpoints_are_refused_at_start():
     with pytest.raises(ValueError, match="after_lunch"):
         Failpoints("after_commit, after_lunch")
     Failpoints("after_order_created,after_commit,after_payment,after_restock").hit("not-enabled")
+
+
+def test_the_archive_query_and_its_partial_index_name_exactly_the_archivable_statuses():
+    """The batch query spells the statuses out so PostgreSQL can match the partial index to it (a
+    parameter would not); both must say what model.ARCHIVABLE says, or the batch scans the table
+    (index predicate differs) or archives the wrong orders."""
+
+    def statuses(sql: str) -> set[str]:
+        (listed,) = re.findall(r"status IN \(([^)]*)\)", sql)
+        return {s.strip().strip("'") for s in listed.split(",")}
+
+    index_sql = (
+        Path(archive_store.__file__).parent / "migrations" / "0009_archive_failed_orders.sql"
+    ).read_text()
+    wanted = {s.value for s in ARCHIVABLE}
+    assert statuses(archive_store.ARCHIVE_BATCH_SQL) == wanted
+    assert statuses(index_sql) == wanted
