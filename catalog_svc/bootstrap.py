@@ -17,7 +17,7 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from catalog_svc import jobs, recs
 from catalog_svc.cache import GuardedValkey, ProductCache
 from catalog_svc.config import CatalogSettings
-from catalog_svc.consumers import CoPurchaseRecorder, Indexer, IndexSync
+from catalog_svc.consumers import CoPurchaseRecorder, Indexer, IndexSync, is_order_created
 from catalog_svc.index_client import SearchIndex, build_client
 from catalog_svc.search import SearchLogWriter, SearchService
 from catalog_svc.server import CatalogServicer
@@ -178,6 +178,7 @@ def make_setup(settings: CatalogSettings) -> Setup:
             consumer_name="catalog-copurchases",
             pool=runtime.pool,
             handler=CoPurchaseRecorder().handle,
+            select=is_order_created,
         )
         sync = IndexSync(
             pool=runtime.pool,

@@ -156,6 +156,12 @@ class IndexSync:
                 self._wake.clear()
 
 
+def is_order_created(record: ConsumerRecord) -> bool:
+    """Only a new order's lines are co-purchases; the topic's status changes (as many again: every
+    paid order has one) skip the database."""
+    return events_pb2.OrderEvent.FromString(record.value).WhichOneof("payload") == "order_created"
+
+
 class CoPurchaseRecorder:
     async def handle(self, conn: AsyncConnection, record: ConsumerRecord) -> None:
         event = events_pb2.OrderEvent.FromString(record.value)

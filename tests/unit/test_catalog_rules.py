@@ -8,8 +8,11 @@ import struct
 from decimal import Decimal
 
 import pytest
+from kafka.consumer.fetcher import ConsumerRecord
+from shop.events.v1 import events_pb2
 
 from catalog_svc import demo, jobs, search_os, search_sql
+from catalog_svc.consumers import is_order_created
 from catalog_svc.model import (
     ListCursor,
     Product,
@@ -260,3 +263,16 @@ def test_absurd_filter_amounts_are_invalid_arguments_not_errors(field, value):
     with pytest.raises(InvalidArgument) as caught:
         search(**{field: value})
     assert caught.value.field == field
+
+
+def test_the_co_purchase_consumer_takes_only_new_orders_to_the_database():
+    """Status changes (one per paid order) carry no lines: they skip the consumer's transaction."""
+
+    def record(event: events_pb2.OrderEvent) -> ConsumerRecord:
+        value = event.SerializeToString()
+        return ConsumerRecord("order-events", 0, 0, 0, 0, 0, b"k", value, [], None, 1, len(value), -1)
+
+    created = events_pb2.OrderEvent(order_id="o1", order_created=events_pb2.OrderCreated())
+    paid = events_pb2.OrderEvent(order_id="o1", order_status_changed=events_pb2.OrderStatusChanged())
+    assert is_order_created(record(created)) is True
+    assert is_order_created(record(paid)) is False
