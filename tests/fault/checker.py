@@ -354,7 +354,9 @@ def _event_problems(
     unsent = [e["event_id"] for e in outbox if e["sent_at"] is None]
     if unsent:
         problems.append(f"{len(unsent)} order events still unsent in the outbox")
-    problems += _applied_once(conn, [e["event_id"] for e in outbox], "order events", "co-purchases")
+    # the co-purchases consumer selects order.created; status changes never reach its transaction
+    created = [e["event_id"] for e in outbox if e["event_type"] == "order.created"]
+    problems += _applied_once(conn, created, "order.created events", "co-purchases")
     lines = _rows(
         conn,
         "SELECT order_id::text AS order_id, product_id, quantity FROM orders.order_lines"
