@@ -197,15 +197,8 @@ class OrderLifecycle:
             taken = await store.take_lease(conn, order.id, owner, self._lease_seconds, pending_only=True)
             if taken:
                 # the intent first, with the lease: whoever drives the order next (this call, a retry
-                # of its checkout key, recovery) ends it CANCELLED, and no checkout can complete it
-                await store.begin_transition(
-                    conn,
-                    order.id,
-                    expected=[OrderStatus.PENDING],
-                    target=OrderStatus.CANCELLED,
-                    reason=reason,
-                    restock=True,
-                )
+                # of its checkout key, recovery) ends it CANCELLED
+                await store.request_cancel(conn, order.id, reason)
             found = await store.get_order(conn, order.id)
         if found is None or found[1].status != OrderStatus.PENDING:
             return None

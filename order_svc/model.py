@@ -426,6 +426,9 @@ class Order:
     transition_to: OrderStatus | None = None
     transition_restock: bool = True  # whether the recorded cancel/refund puts the units back
     transition_reason: str = ""  # the reason given for it
+    # a cancel of this PENDING order was asked for (and its reason): whoever drives it ends it CANCELLED
+    cancel_requested: bool = False
+    cancel_reason: str = ""
     archived: bool = False
 
 

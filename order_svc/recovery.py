@@ -12,7 +12,7 @@ order's payment key (`void`), so no capture can land after the decision:
   declined  -> FAILED / PAYMENT_DECLINED, stock restocked;
   nothing   -> FAILED / CHECKOUT_ABANDONED, stock restocked (the payment token is not stored, so
                recovery cannot charge on the customer's behalf).
-A PENDING order whose cancel was recorded (transition_to CANCELLED) and interrupted ends CANCELLED
+A PENDING order whose cancel was recorded (cancel_requested) and interrupted ends CANCELLED
 whatever the provider says: a capture is refunded, the stock restocked.
 The outcome is stored for the key (and written to Valkey), so a later retry replays it.
 """
@@ -141,7 +141,7 @@ class RecoveryJob:
         if found is None:
             return None
         row, order = found
-        if order.status == OrderStatus.PENDING and order.transition_to is not None:
+        if order.status == OrderStatus.PENDING and order.cancel_requested:
             # a cancel of the checkout recorded, then interrupted: end it cancelled, as asked
             await self._remember(row, await self._saga.cancel_pending(order, lease_owner=owner))
             return "compensated"
@@ -154,7 +154,7 @@ class RecoveryJob:
         if charge is not None and charge.status == "captured":
             if not order.stock_committed:
                 try:
-                    shortage = await self._saga.hold_and_commit(order)
+                    shortage = await self._saga.hold_and_commit(order, lease_owner=owner)
                 except Restocked:  # a compensation restocked it and died before its final move
                     await self._remember(row, await self._saga.abandon(order, charge, lease_owner=owner))
                     return "compensated"

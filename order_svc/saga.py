@@ -134,10 +134,10 @@ class OrderSaga:
             order, reservations = fresh if fresh is not None else (await self.load(order_id), None)
             if order.status != OrderStatus.PENDING:
                 raise Superseded()
-            if order.transition_to is not None:  # its cancel was recorded and died half-way
+            if order.cancel_requested:  # its cancel was recorded and died half-way
                 return await self.cancel_pending(order, lease_owner=lease_owner)
             if not order.stock_committed:
-                shortage = await self.hold_and_commit(order, reservations)
+                shortage = await self.hold_and_commit(order, reservations, lease_owner=lease_owner)
                 if shortage is not None:
                     return await self.fail(order, shortage, restock=True, lease_owner=lease_owner)
                 # recorded by step 4 (or with a payment error or a decline): a crash before then
@@ -199,7 +199,7 @@ class OrderSaga:
         )
 
     async def cancel_pending(self, order: Order, *, lease_owner: uuid.UUID) -> bytes:
-        """End a PENDING order whose cancel is recorded (transition_to CANCELLED): close its payment
+        """End a PENDING order whose cancel is recorded (cancel_requested): close its payment
         key, refund a capture, restock, CANCELLED. What CancelOrder runs, and what a retry of the
         checkout key or recovery runs for a cancel that died half-way, so the order ends cancelled as
         asked whichever step the cancel reached (it ended FAILED, once as PAYMENT_DECLINED "voided":
@@ -218,7 +218,7 @@ class OrderSaga:
         )
 
     async def hold_and_commit(
-        self, order: Order, reservations: list[dict] | None = None
+        self, order: Order, reservations: list[dict] | None = None, *, lease_owner: uuid.UUID
     ) -> OrderOutOfStock | None:
         """Step 2: commit the order's reservations to it; when some lapsed, extend the live ones,
         re-reserve the missing units and commit again. `reservations`: the order's, if just read.
@@ -273,7 +273,7 @@ class OrderSaga:
                     if error.reason not in _STOCK_SHORT_REASONS:
                         raise
                     short.append((line.product_id, error.message))
-            await self._record_holdings(order, live=live, dead=dead, new=new)
+            await self._record_holdings(order, live=live, dead=dead, new=new, lease_owner=lease_owner)
             if short:
                 detail = "; ".join(message for _, message in short)
                 return OrderOutOfStock(order.id, [pid for pid, _ in short], detail)
@@ -291,24 +291,52 @@ class OrderSaga:
         )
 
     async def _record_holdings(
-        self, order: Order, *, live: list[Held], dead: list[uuid.UUID], new: list[Held]
+        self,
+        order: Order,
+        *,
+        live: list[Held],
+        dead: list[uuid.UUID],
+        new: list[Held],
+        lease_owner: uuid.UUID,
     ) -> None:
-        """The order's reservations now; re-reserved ones also go back on the cart line they serve."""
+        """The order's reservations now; re-reserved ones also go back on the cart line they serve.
+        Only while `lease_owner` still drives the order: a driver that stalled past its lease while
+        a cancel ended the order attached its re-reserved units to the ended order for good (its
+        claims outlive it, so the cart line refused every change as CHECKOUT_IN_PROGRESS); its new
+        reservations are released instead."""
         if not dead and not new:
             return  # the usual case: every reservation was still held (extended expiries are not copied)
         async with transaction(self._pool) as conn:
             await cart_store.lock_cart(conn, order.user_id)
-            await store.drop_reservations(conn, order.id, dead)
-            if not await store.claim_reservations(
-                conn, order.id, [(h.id, h.product_id, h.quantity) for h in new]
-            ):
-                raise Aborted("a re-reserved reservation is claimed by another order", reason="ABORTED")
-            await cart_store.lapse_reservations(conn, dead)
-            await cart_store.add_reservations(
-                conn, order.user_id, [(h.id, h.product_id, h.quantity, h.expires_at) for h in new]
-            )
-            await cart_store.set_expiry(conn, [(h.id, h.expires_at) for h in live if h.status == "active"])
+            seconds = self._settings.idempotency_lease_seconds
+            still_driving = await store.renew_lease(conn, order.id, lease_owner, seconds)
+            if still_driving:
+                await store.drop_reservations(conn, order.id, dead)
+                claimed = [(h.id, h.product_id, h.quantity) for h in new]
+                if not await store.claim_reservations(conn, order.id, claimed):
+                    raise Aborted("a re-reserved reservation is claimed by another order", reason="ABORTED")
+                await cart_store.lapse_reservations(conn, dead)
+                await cart_store.add_reservations(
+                    conn, order.user_id, [(h.id, h.product_id, h.quantity, h.expires_at) for h in new]
+                )
+                await cart_store.set_expiry(
+                    conn, [(h.id, h.expires_at) for h in live if h.status == "active"]
+                )
+        if not still_driving:
+            await self._release_quietly([h.id for h in new])
+            raise Superseded()
         await self._cache.invalidate(order.user_id)
+
+    async def _release_quietly(self, reservation_ids: list[uuid.UUID]) -> None:
+        """Give back reservations nobody records (their TTL would, later)."""
+        for reservation_id in reservation_ids:
+            try:
+                await self._inventory.release(reservation_id)
+            except DomainError as error:
+                log.warning(
+                    "could not release an unrecorded reservation; its TTL will",
+                    extra={"reservation_id": str(reservation_id), "error": error.message[:200]},
+                )
 
     async def charge(self, order: Order, token: str) -> Charge:
         """Step 3. Timeouts and provider errors leave the order PENDING (retry or recovery decides),
@@ -426,9 +454,7 @@ class OrderSaga:
         lease_owner: uuid.UUID,
     ) -> bytes:
         """Compensate and end the order (FAILED, or CANCELLED for a cancelled checkout), while
-        `lease_owner` holds its lease. Only CANCELLED ends an order whose cancel is recorded: a
-        checkout driver failing it meanwhile changes nothing (Superseded)."""
-        cancelling = target == OrderStatus.CANCELLED
+        `lease_owner` holds its lease."""
         restocked = 0
         if restock:
             # a driver that lost the lease (stalled past it) must not give back units the order's new
@@ -447,8 +473,6 @@ class OrderSaga:
             changes["payment_status"] = payment_status.value
         if decline_code is not None:
             changes["decline_code"] = decline_code
-        if cancelling:
-            changes.update(transition_to=None, transition_reason=None)
         async with transaction(self._pool) as conn:
             await cart_store.lock_cart(conn, order.user_id)
             row = await store.move(
@@ -457,7 +481,6 @@ class OrderSaga:
                 expected=[OrderStatus.PENDING],
                 target=target,
                 changes=changes,
-                require_no_transition=not cancelling,
                 lease_owner=lease_owner,
             )
             if row is None:
@@ -477,7 +500,7 @@ class OrderSaga:
                 topic=self._topic,
                 order=ended,
                 from_status=OrderStatus.PENDING,
-                reason=order.transition_reason if cancelling else "",
+                reason=order.cancel_reason if target == OrderStatus.CANCELLED else "",
             )
         await self._cache.invalidate(order.user_id)
         if target == OrderStatus.FAILED:  # a cancelled checkout is the user's choice, not a failure

@@ -35,6 +35,7 @@ ORDER_COLUMNS = (
     " coalesce(tracking_number, '') AS tracking_number, failure_reason, coalesce(failure_message, '') AS"
     " failure_message, coalesce(failure_product_ids, '{}') AS failure_product_ids, version, created_at,"
     " updated_at, stock_committed_at, payment_attempted_at, transition_to, transition_reason, archived_at,"
+    " cancel_requested_at, cancel_reason,"
     " lease_owner, lease_until, transition_restock"
 )
 
@@ -80,6 +81,8 @@ def order_from_row(row: Row, lines: Sequence[Row]) -> Order:
         transition_to=OrderStatus(row["transition_to"]) if row["transition_to"] else None,
         transition_restock=row["transition_restock"],
         transition_reason=row["transition_reason"] or "",
+        cancel_requested=row["cancel_requested_at"] is not None,
+        cancel_reason=row["cancel_reason"] or "",
         archived=row["archived_at"] is not None,
     )
 
@@ -243,6 +246,15 @@ async def set_outcome(conn: AsyncConnection, order_id: uuid.UUID, outcome: bytes
     await conn.execute(
         "UPDATE orders SET checkout_outcome = %s, lease_owner = NULL, lease_until = NULL WHERE id = %s",
         (outcome, order_id),
+    )
+
+
+async def request_cancel(conn: AsyncConnection, order_id: uuid.UUID, reason: str) -> None:
+    """Write down that a PENDING order is to be cancelled (a repeat keeps the first reason)."""
+    await conn.execute(
+        "UPDATE orders SET cancel_requested_at = coalesce(cancel_requested_at, now()),"
+        " cancel_reason = coalesce(cancel_reason, %s), updated_at = now() WHERE id = %s AND status = 'pending'",
+        (reason or None, order_id),
     )
 
 

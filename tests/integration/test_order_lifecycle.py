@@ -8,7 +8,7 @@ import dataclasses
 
 import grpc
 import pytest
-from shop.order.v1 import order_pb2
+from shop.order.v1 import cart_pb2, order_pb2
 
 from meshkit.context import Principal
 from meshkit.errors import Aborted
@@ -17,6 +17,7 @@ from order_svc import convert, store
 from order_svc.config import OrderSettings
 from order_svc.model import OrderStatus, PaymentStatus, validate_checkout
 from order_svc.payments import SandboxProvider
+from order_svc.peers import InventoryClient
 from shopctl.orders import order_app
 from tests.integration.order_helpers import (
     ADDRESS,
@@ -24,6 +25,7 @@ from tests.integration.order_helpers import (
     add,
     admin_orders,
     captures,
+    carts,
     checkout,
     checkout_request,
     metadata_of,
@@ -374,10 +376,10 @@ async def test_a_cancel_slower_than_one_lease_keeps_its_lease(mesh, monkeypatch)
 
 
 async def test_a_pending_cancel_is_recorded_before_its_first_remote_step(mesh, monkeypatch):
-    """The cancel of a PENDING order is written down (transition_to) with its lease, before the
+    """The cancel of a PENDING order is written down (cancel_requested_at) with its lease, before the
     payment key is voided: a cancel dying after the void left nothing saying so, and the next driver
     met the closed key and ended the order FAILED / PAYMENT_DECLINED "voided". The reason given ends
-    in the audit record, and the final move clears the intent."""
+    in the audit record."""
     await start_order_mesh(mesh)
     user = user_id()
     order_id = await _pending_order(mesh, user, await new_product(mesh, stock=5))
@@ -387,7 +389,8 @@ async def test_a_pending_cancel_is_recorded_before_its_first_remote_step(mesh, m
         seen.extend(
             sql(
                 mesh.database_url,
-                "SELECT transition_to, transition_reason FROM orders.orders WHERE id = %s",
+                "SELECT cancel_requested_at IS NOT NULL, cancel_reason, transition_to FROM orders.orders"
+                " WHERE id = %s",
                 order_id,
             )
         )
@@ -397,7 +400,9 @@ async def test_a_pending_cancel_is_recorded_before_its_first_remote_step(mesh, m
     async with order_app(_in_process(mesh)) as app:
         cancelled = await app.lifecycle.cancel(Principal(user, ()), order_id, "found it cheaper")
 
-    assert seen == [("cancelled", "found it cheaper")]
+    # transition_to stays NULL: pods of the previous version read it on a PENDING order as a PAID
+    # order's cancel, one they could never end (their recovery restocked and reported it each pass)
+    assert seen == [(True, "found it cheaper", None)]
     assert (cancelled.status, cancelled.transition_to) == (OrderStatus.CANCELLED, None)
     assert sql(
         mesh.database_url,
@@ -558,3 +563,51 @@ async def test_a_checkout_that_stalled_past_its_lease_cannot_complete_the_order_
     assert _restocks(mesh, str(order_id)) == [(product, 2)]
     stock = await stock_of(mesh, product)
     assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
+
+
+async def test_a_driver_that_stalled_while_re_reserving_attaches_nothing_to_the_order_a_cancel_ended(
+    mesh, monkeypatch
+):
+    """A checkout meets lapsed reservations and re-reserves; its re-reserve stalls past the lease, a
+    cancel takes the order over and ends it. The driver woke and tied the new reservations to the
+    cancelled order and its cart line for good: that line then refused every change with
+    CHECKOUT_IN_PROGRESS. It now records nothing, gives the new units back and stands down."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=5)
+    await add(mesh, user, product, 2)
+    sql(  # the cart's reservations lapse (as after 30 minutes), the sweeper not yet run
+        mesh.database_url,
+        "UPDATE inventory.reservations SET expires_at = now() - interval '1 second'"
+        " WHERE owner = %s AND status = 'active'",
+        user,
+    )
+    reserve, cancelled = InventoryClient.reserve, []
+    settings = _in_process(mesh)
+    async with order_app(settings) as app:
+
+        async def reserve_then_stall_while_a_cancel_ends_the_order(client, **call):
+            held = await reserve(client, **call)
+            [(order_id,)] = sql(mesh.database_url, "SELECT id FROM orders.orders WHERE user_id = %s", user)
+            sql(  # the stalled driver missed its renewals
+                mesh.database_url,
+                "UPDATE orders.orders SET lease_until = now() - interval '1 second' WHERE id = %s",
+                order_id,
+            )
+            cancelled.append(await app.lifecycle.cancel(Principal(user, ()), str(order_id), "too slow"))
+            return held
+
+        monkeypatch.setattr(InventoryClient, "reserve", reserve_then_stall_while_a_cancel_ends_the_order)
+        outcome, _ = await app.checkout.checkout(_checkout_input(user))
+
+    with pytest.raises(convert.ReplayedError) as ended:  # superseded: it answers the cancel's outcome
+        convert.decode_outcome(outcome)
+    assert ended.value.reason == "CHECKOUT_ABANDONED"
+    [order] = cancelled
+    assert order.status == OrderStatus.CANCELLED
+    assert sql(
+        mesh.database_url, "SELECT count(*) FROM orders.order_reservations WHERE order_id = %s", order.id
+    ) == [(0,)]
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved) == (5, 0)  # the re-reserved units went back
+    await carts(mesh, user).ClearCart(cart_pb2.ClearCartRequest())  # no line held by an ended order
