@@ -162,8 +162,10 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     async def ExpireReservations(
         self, request: pb.ExpireReservationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExpireReservationsResponse:
+        if request.limit < 0:  # was read as 0: expire every due reservation
+            raise InvalidArgument("limit", "must not be negative (0 means all that are due)")
         count, units = await release_expired_reservations(
-            self._service.pool, self._service, batch_size=self._expiry_batch_size, limit=max(0, request.limit)
+            self._service.pool, self._service, batch_size=self._expiry_batch_size, limit=request.limit
         )
         return pb.ExpireReservationsResponse(expired_count=count, released_quantity=units)
 

@@ -168,7 +168,9 @@ class InventoryService:
             await store.lock_reservations(conn, ids)
             await self._expire_due_in(conn, ids)
             rows = await store.extend_and_get_reservations(conn, ids, ttl.total_seconds())
-        _require_all_found(ids, rows)
+            # inside the transaction: an unknown id rolls the extends and expiries back (it answered
+            # NOT_FOUND after committing them, and a rejected call must change nothing)
+            _require_all_found(ids, rows)
         by_id = {row["id"]: row for row in rows}
         return [_reservation(by_id[i]) for i in ids]
 

@@ -245,6 +245,39 @@ async def test_unknown_things_are_not_found_and_change_nothing(mesh):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_a_rejected_extend_or_expiry_call_changes_nothing(mesh):
+    """ExtendReservations naming an unknown id answered NOT_FOUND after committing the extends (and
+    the on-the-spot expiries) of the ids it did know; ExpireReservations with a negative limit read
+    it as 0 and expired every due reservation."""
+    await mesh.start("inventory_svc")
+    admin, svc = admin_stub(mesh), service_stub(mesh)
+    product = new_product_id()
+    await stock_product(admin, product, {1: 5})
+    ttl = duration_pb2.Duration(seconds=60)
+    known = (
+        await svc.ReserveStock(pb.ReserveStockRequest(owner="u", product_id=product, quantity=1, ttl=ttl))
+    ).reservations[0]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await svc.ExtendReservations(
+            pb.ExtendReservationsRequest(
+                reservation_ids=[known.id, str(uuid.uuid4())], ttl=duration_pb2.Duration(seconds=3600)
+            )
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    [after] = (
+        await svc.BatchGetReservations(pb.BatchGetReservationsRequest(reservation_ids=[known.id]))
+    ).reservations
+    assert after.expires_at == known.expires_at
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin.ExpireReservations(pb.ExpireReservationsRequest(limit=-1))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "limit" in caught.value.details()
+    [after] = (
+        await svc.BatchGetReservations(pb.BatchGetReservationsRequest(reservation_ids=[known.id]))
+    ).reservations
+    assert after.status == pb.RESERVATION_STATUS_ACTIVE
+
+
 async def test_access_rules_come_from_the_proto(mesh):
     await mesh.start("inventory_svc")
     from shop.inventory.v1 import inventory_pb2_grpc
