@@ -278,6 +278,39 @@ async def test_a_rejected_extend_or_expiry_call_changes_nothing(mesh):
     assert after.status == pb.RESERVATION_STATUS_ACTIVE
 
 
+async def test_one_request_id_sent_for_two_products_at_once_reserves_only_once(mesh):
+    """The same request id for two products in flight together, each stocked in another warehouse:
+    the two batches (never serialized by a stock row) both missed the other's uncommitted row and
+    the unique key (request_id, warehouse_id) let both in, so both callers held units under one id.
+    Exactly one may reserve; the other is REQUEST_ID_REUSED."""
+    await mesh.start("inventory_svc")
+    admin, svc = admin_stub(mesh), service_stub(mesh)
+    first, second = new_product_id(), new_product_id()
+    await stock_product(admin, first, {1: 100})
+    await stock_product(admin, second, {2: 100})
+
+    async def reserve(product: int, request_id: str) -> str:
+        try:
+            await svc.ReserveStock(
+                pb.ReserveStockRequest(owner="u", product_id=product, quantity=1, request_id=request_id)
+            )
+            return "reserved"
+        except grpc.aio.AioRpcError as error:
+            return reason_of(error)
+
+    ids = [f"twice-{uuid.uuid4()}" for _ in range(30)]
+    outcomes = await asyncio.gather(*(reserve(p, rid) for rid in ids for p in (first, second)))
+    pairs = [sorted(outcomes[i : i + 2]) for i in range(0, len(outcomes), 2)]
+    assert pairs == [["REQUEST_ID_REUSED", "reserved"]] * len(ids), pairs
+    with psycopg.connect(mesh.database_url) as conn:
+        spread = conn.execute(
+            "SELECT request_id, count(DISTINCT product_id) FROM inventory.reservations"
+            " WHERE request_id = ANY(%s) GROUP BY request_id",
+            (ids,),
+        ).fetchall()
+    assert sorted(n for _, n in spread) == [1] * len(ids)
+
+
 async def test_access_rules_come_from_the_proto(mesh):
     await mesh.start("inventory_svc")
     from shop.inventory.v1 import inventory_pb2_grpc
