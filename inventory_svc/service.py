@@ -244,6 +244,11 @@ class InventoryService:
                 await _same_request(conn, request_id, operation)
                 return _reservation(row)
             status = ReservationStatus(row["status"])
+            if status == ReservationStatus.ACTIVE and await self._expire_due_in(conn, [rid]):
+                # past its expiry, the sweeper not there yet: expired here, as commit and extend do,
+                # so the answer does not hang on the sweeper's timing (a partial release left it
+                # ACTIVE for the next sweep to expire)
+                return _reservation((await store.lock_reservations(conn, [rid]))[0])
             if status in (ReservationStatus.RELEASED, ReservationStatus.EXPIRED):
                 return _reservation(row)
             if status == ReservationStatus.COMMITTED:

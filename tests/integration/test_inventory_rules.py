@@ -311,6 +311,35 @@ async def test_one_request_id_sent_for_two_products_at_once_reserves_only_once(m
     assert sorted(n for _, n in spread) == [1] * len(ids)
 
 
+async def test_releasing_a_lapsed_reservation_expires_it_whatever_the_sweeper_did(mesh):
+    """Past its expiry but not yet swept, a partial release answered ACTIVE with the rest (expired
+    by the next sweep), a whole one recorded a release: the sweeper's timing decided. Like commit and
+    extend, release now expires it on the spot: EXPIRED, its units back, an expire in the ledger."""
+    await mesh.start("inventory_svc")
+    admin, svc = admin_stub(mesh), service_stub(mesh)
+    product = new_product_id()
+    await stock_product(admin, product, {1: 5})
+    held = (
+        await svc.ReserveStock(pb.ReserveStockRequest(owner="u", product_id=product, quantity=3))
+    ).reservations[0]
+    with psycopg.connect(mesh.database_url) as conn:
+        conn.execute(
+            "UPDATE inventory.reservations SET expires_at = now() - interval '1 second' WHERE id = %s",
+            (held.id,),
+        )
+    released = (
+        await svc.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id=held.id, quantity=1))
+    ).reservation
+    assert (released.status, released.quantity) == (pb.RESERVATION_STATUS_EXPIRED, 3)
+    stock = (await svc.GetStock(pb.GetStockRequest(product_id=product))).stock
+    assert (stock.quantity, stock.reserved) == (5, 0)
+    with psycopg.connect(mesh.database_url) as conn:
+        movements = conn.execute(
+            "SELECT movement FROM inventory.stock_ledger WHERE reservation_id = %s ORDER BY id", (held.id,)
+        ).fetchall()
+    assert [m for (m,) in movements] == ["reserve", "expire"]
+
+
 async def test_access_rules_come_from_the_proto(mesh):
     await mesh.start("inventory_svc")
     from shop.inventory.v1 import inventory_pb2_grpc
