@@ -31,6 +31,7 @@ from gateway.auth import ANONYMOUS, InternalTokens, JwtVerifier
 from gateway.errors import GatewayError, bad_request, encode, from_rpc_error
 from gateway.fanout import FanoutCall
 from gateway.middleware import ROUTE_KEY, USER_KEY
+from gateway.pathtemplate import PathValueError
 from gateway.ratelimit import RateLimiter
 from gateway.routes import Route
 from gateway.transcode import build_request, response_json
@@ -103,7 +104,10 @@ class Dispatcher:
         wanted = "GET" if method == "HEAD" else method
         allowed: list[str] = []
         for upstream in self.upstreams:
-            params = upstream.route.path.match(raw_path)
+            try:
+                params = upstream.route.path.match(raw_path)
+            except PathValueError as error:
+                raise bad_request(str(error), field=error.variable) from None
             if params is None:
                 continue
             if upstream.route.http_method == wanted:

@@ -27,6 +27,14 @@ class TemplateError(ValueError):
     pass
 
 
+class PathValueError(ValueError):
+    """A path variable whose percent-decoding is not UTF-8 (`/v1/orders/%FF`)."""
+
+    def __init__(self, variable: str) -> None:
+        super().__init__(f"path parameter {variable!r} is not valid UTF-8")
+        self.variable = variable
+
+
 @dataclasses.dataclass(frozen=True)
 class PathTemplate:
     template: str
@@ -40,7 +48,13 @@ class PathTemplate:
         found = self._regex.fullmatch(raw_path)
         if found is None:
             return None
-        return {name: unquote(value) for name, value in zip(self.variables, found.groups(), strict=True)}
+        decoded = {}
+        for name, value in zip(self.variables, found.groups(), strict=True):
+            try:  # strictly: the default put U+FFFD in the id and the service answered 404
+                decoded[name] = unquote(value, errors="strict")
+            except UnicodeDecodeError:
+                raise PathValueError(name) from None
+        return decoded
 
     @property
     def openapi_path(self) -> str:

@@ -297,6 +297,19 @@ def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
     return result
 
 
+class _JsonFloat(float):
+    """A JSON number with a fraction or exponent, keeping its text: an integer field given 1e2 or
+    9007199254740993.0 (proto3 JSON allows both) is read from the digits, not through the float."""
+
+    text: str
+
+    @classmethod
+    def of(cls, text: str) -> _JsonFloat:
+        number = cls(text)
+        number.text = text
+        return number
+
+
 def _not_json(word: str) -> NoReturn:
     # json.loads takes bare NaN, Infinity and -Infinity, which are not JSON (proto3 JSON spells
     # them as the strings "NaN", "Infinity" and "-Infinity")
@@ -322,11 +335,21 @@ def _check_body(message: Descriptor, data: dict[str, Any], prefix: str) -> None:
     if repeated is not None:
         field = _field_by_any_name(message, repeated)
         _refuse_repeated_key(data, f"{prefix}{field.name if field else repeated}")
+    named: set[int] = set()
     for key, value in data.items():
         field = _field_by_any_name(message, key)
-        if field is None or value is None:
+        if field is None:
             continue  # ParseDict names the unknown field
         where = f"{prefix}{field.name}"
+        if field.number in named:  # {"productId": 7, "product_id": 8}: the last one won, silently
+            where = _printable(where)
+            raise bad_request(
+                f"{where}: given more than once in one object (as {field.json_name} and {field.name})",
+                field=where,
+            )
+        named.add(field.number)
+        if value is None:
+            continue
         if _is_map(field):
             if isinstance(value, dict):
                 _refuse_repeated_key(value, where)
@@ -361,21 +384,35 @@ def _check_number(field: FieldDescriptor, value: Any, where: str, *, exact_only:
     """The value ParseDict should get for a number field given as a string (see _check_body):
     plain ASCII digits, or with `exact_only` False also an integer written with a fraction or
     exponent that names a whole number. A 400 naming `where` otherwise."""
+    if isinstance(value, _JsonFloat):
+        if _is_integer(field):
+            exact = _whole(value.text)
+            if exact is not None:
+                return exact
+        return value  # ParseDict refuses a fraction for an integer field, naming it
     if not isinstance(value, str):
         return value
     if _is_integer(field):
         if _ASCII_INTEGER.fullmatch(value):
             return value
         if not exact_only and _WHOLE_NUMBER.fullmatch(value):
-            number = Decimal(value)
-            # adjusted(): the power of ten of its first digit; past 20 no 64-bit integer is that
-            # large, and int() of 1e100000000 would build a hundred-million-digit number
-            if number.adjusted() <= 20 and number == number.to_integral_value():
-                return str(int(number))
+            exact = _whole(value)
+            if exact is not None:
+                return str(exact)
     elif not _is_float(field) or _ASCII_NUMBER.fullmatch(value):
         return value
     description = _expectation(field, value)
     raise bad_request(f"{where}: {description}", field=where, description=description)
+
+
+def _whole(text: str) -> int | None:
+    """The integer a number's text names exactly ("1e2", "10.0"), or None (a fraction, or too big)."""
+    number = Decimal(text)
+    # adjusted(): the power of ten of its first digit; past 20 no 64-bit integer is that large,
+    # and int() of 1e100000000 would build a hundred-million-digit number
+    if number.is_finite() and number.adjusted() <= 20 and number == number.to_integral_value():
+        return int(number)
+    return None
 
 
 def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
@@ -395,7 +432,16 @@ def _body_dict(route: Route, body: bytes) -> dict[str, Any]:
             return result
 
         try:
-            parsed = json.loads(body, object_pairs_hook=json_object, parse_constant=_not_json)
+            # strict UTF-8 (RFC 8259; a BOM is ignored): json.loads of bytes guessed UTF-16/32 and
+            # decoded with surrogatepass, so a lone surrogate sent as raw bytes (ED A0 80) reached
+            # the field lookups, which raised SystemError: a 500 on any route with a body
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise bad_request("request body is not valid UTF-8") from None
+        try:
+            parsed = json.loads(
+                text, object_pairs_hook=json_object, parse_constant=_not_json, parse_float=_JsonFloat.of
+            )
         except (ValueError, RecursionError):
             raise bad_request("request body is not valid JSON") from None
         if _SURROGATE_ESCAPE.search(body):

@@ -11,6 +11,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import REGISTRY
 from shop.inventory.v1 import inventory_pb2
+from shop.order.v1 import order_pb2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -213,3 +214,17 @@ async def test_a_client_gone_before_its_body_is_a_499_not_a_server_error(provide
 
     response = await dispatcher(Request(scope, receive))
     assert response.status_code == 499 and not upstream.calls
+
+
+def test_a_path_parameter_that_is_not_utf8_is_a_400_naming_it(provider) -> None:
+    """unquote's default put U+FFFD in the order id, and the service answered 404 for it."""
+    route = next(
+        r for r in load_api_routes() if r.path.template == "/v1/orders/{order_id}" and r.http_method == "GET"
+    )
+    upstream = RecordingUpstream(route, order_pb2.GetOrderResponse())
+    token = jwt.encode({"sub": "user-1", "aud": "shopmesh", "exp": 9_999_999_999}, SECRET)
+    reply = client_for(upstream).get("/v1/orders/%FF", headers={"Authorization": f"Bearer {token}"})
+    assert reply.status_code == 400, reply.text
+    error = reply.json()["error"]
+    assert error["status"] == "INVALID_ARGUMENT" and "order_id" in error["message"], error
+    assert not upstream.calls

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.pathtemplate import TemplateError, parse_template
+from gateway.pathtemplate import PathValueError, TemplateError, parse_template
 
 
 def test_variable_and_literal_segments() -> None:
@@ -57,3 +57,12 @@ def test_double_wildcard_spans_segments() -> None:
 def test_bad_templates_are_refused(bad: str) -> None:
     with pytest.raises(TemplateError):
         parse_template(bad)
+
+
+def test_a_path_variable_that_is_not_utf8_is_refused_not_replaced() -> None:
+    """unquote's default put U+FFFD in the order id, and the service answered 404 for it."""
+    template = parse_template("/v1/orders/{order_id}")
+    assert template.match("/v1/orders/%C3%A9") == {"order_id": "é"}
+    with pytest.raises(PathValueError) as caught:
+        template.match("/v1/orders/%FF")
+    assert caught.value.variable == "order_id"

@@ -413,3 +413,50 @@ def test_integer_strings_with_a_fraction_or_exponent_naming_a_whole_number_are_r
     for loose in ["1.5", "1e100000000", "1e-2", "10.", ".5e1"]:
         body = json.dumps({"productId": "1", "quantity": loose}).encode()
         assert _refusal(r, body)["message"] == "quantity: must be a 32-bit integer", loose
+
+
+def test_integer_json_numbers_with_a_fraction_or_exponent_are_read_exactly_too() -> None:
+    """The same as number strings: json.loads made 9007199254740993.0 a float (…992), another
+    product in the cart, silently."""
+    r = route("POST", "/v1/cart/items")
+    cart = transcode(r, body=b'{"productId": 9007199254740993.0, "quantity": 1e1}')
+    assert (cart.product_id, cart.quantity) == (9007199254740993, 10)
+    cart = transcode(r, body=b'{"productId": 9.007199254740993e15, "quantity": 1}')
+    assert cart.product_id == 9007199254740993
+    for loose in [b"1.5", b"1e400", b"1e-2"]:
+        error = _refusal(r, b'{"productId": 1, "quantity": ' + loose + b"}")
+        assert "quantity" in error["message"], (loose, error)
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b'{"productId": 7, "product_id": 8, "quantity": 1}', "product_id"),
+        (b'{"product_id": 7, "quantity": 1, "productId": 8}', "product_id"),
+    ],
+)
+def test_one_field_under_its_json_and_its_proto_name_is_refused(body: bytes, field: str) -> None:
+    """The last of the two won silently (product 8 in the cart): the ambiguity a repeated key is
+    refused for, a proxy or log reading the other name."""
+    error = _refusal(route("POST", "/v1/cart/items"), body)
+    assert error["message"].startswith(f"{field}: given more than once"), error
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"\xed\xa0\x80": 1, "productId": "2", "quantity": 3}',  # a lone surrogate as raw bytes
+        b'{"productId": "2", "quantity": 3, "note": "\xff"}',  # not UTF-8 at all
+        '{"\\ud800": 1}'.encode("utf-16-le"),  # UTF-16: json.loads guessed it
+    ],
+)
+def test_a_body_that_is_not_utf8_is_a_400_not_a_500(body: bytes) -> None:
+    """json.loads of bytes decoded with surrogatepass (and guessed UTF-16/32), so a lone surrogate
+    reached the field lookups, which raised SystemError: a 500 on any route with a body."""
+    error = _refusal(route("POST", "/v1/cart/items"), body)
+    assert error["status"] == "INVALID_ARGUMENT", error
+
+
+def test_a_utf8_byte_order_mark_is_ignored() -> None:
+    cart = transcode(route("POST", "/v1/cart/items"), body=b'\xef\xbb\xbf{"productId": "2", "quantity": 3}')
+    assert (cart.product_id, cart.quantity) == (2, 3)
