@@ -402,15 +402,36 @@ class SearchIndex:
         )
         await self.client.indices.refresh(index=name)
 
-    async def swap_alias(self, new_index: str, *, delete_old: bool = True) -> list[str]:
-        """Point the alias at `new_index` only, atomically; returns (and drops) the previous indexes."""
+    async def swap_alias(self, new_index: str, *, delete_old: bool = True) -> tuple[list[str], list[str]]:
+        """Point the alias at `new_index` only, atomically; returns the previous indexes and those of
+        them left behind.
+
+        Dropping the previous indexes comes after the swap and cannot undo it: a failure there is
+        logged and reported (the left-behind indexes hold no alias and serve nothing; delete them by
+        hand), never raised, since a caller that saw an error would take the swap as not done and
+        clean up the index that now serves every search."""
         old = [name for name in await self.alias_indexes() if name != new_index]
         actions: list[dict[str, Any]] = [{"remove": {"index": name, "alias": self.alias}} for name in old]
         actions.append({"add": {"index": new_index, "alias": self.alias}})
         await self.client.indices.update_aliases(body={"actions": actions})
-        if delete_old and old:
+        if not (delete_old and old):
+            return old, []
+        try:
             await self.client.indices.delete(index=",".join(old), ignore_unavailable=True)
-        return old
+        except Exception as exc:  # the swap is done: see above
+            log.warning(
+                "swap_alias: alias %s now on %s, dropping %s failed: %r", self.alias, new_index, old, exc
+            )
+            return old, old
+        return old, []
+
+    async def discard_unless_live(self, name: str) -> bool:
+        """Delete an index a failed job built, unless the alias points at it (a swap that raised
+        after OpenSearch applied it, e.g. a timeout); True when it was deleted."""
+        if name in await self.alias_indexes():
+            return False
+        await self.client.indices.delete(index=name, ignore_unavailable=True)
+        return True
 
     @property
     def search_target(self) -> str:

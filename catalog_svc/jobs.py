@@ -58,10 +58,13 @@ async def reindex(pool: AsyncConnectionPool, index: SearchIndex, *, batch_size: 
         merge_clock = time.perf_counter()
         await index.compact(name)  # one segment before it serves searches
         merge_seconds = time.perf_counter() - merge_clock
-        replaced = await index.swap_alias(name)
+        replaced, left_behind = await index.swap_alias(name)
     except BaseException:
-        with contextlib.suppress(Exception):  # the alias still points at the old index: drop the new one
-            await index.client.indices.delete(index=name, ignore_unavailable=True)
+        # drop the new index, unless the swap took effect before the error reached us: then it serves
+        # every search, and deleting it would leave the alias on nothing (searches fall back, the sync
+        # loop's require_alias writes fail) until the next reindex
+        with contextlib.suppress(Exception):
+            await index.discard_unless_live(name)
         raise
     async with connection(pool) as conn:
         changed = await index_store.changed_since(conn, started_at - CATCH_UP_SLACK)
@@ -77,6 +80,7 @@ async def reindex(pool: AsyncConnectionPool, index: SearchIndex, *, batch_size: 
         "index": name,
         "alias": index.alias,
         "replaced": replaced,
+        "left_behind": left_behind,
         "documents": total,
         "load_seconds": round(load_seconds, 3),
         "docs_per_second": round(total / load_seconds, 1) if load_seconds > 0 else None,

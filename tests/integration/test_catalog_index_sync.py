@@ -269,6 +269,67 @@ async def test_reindex_swaps_the_alias_while_searches_keep_answering(mesh, world
     await eventually(findable)
 
 
+async def _exists(name: str) -> bool:
+    async with httpx.AsyncClient() as http:
+        return (await http.head(f"{OPENSEARCH}/{name}")).status_code == 200
+
+
+async def test_reindex_whose_old_index_cannot_be_dropped_keeps_the_new_one_live(
+    mesh, world, index_and_pool, monkeypatch
+):
+    """The swap is done when dropping the old index fails: that failure must not make the job
+    clean up the index now serving every search (it did: the alias was left on nothing)."""
+    index, pool, _settings = index_and_pool
+    client = stub(mesh)
+    before = await index.alias_indexes()
+    real_delete = index.client.indices.delete
+
+    async def refuse_old(*, index: str, **kwargs):
+        if any(name in before for name in index.split(",")):
+            raise ConnectionError("injected: connection reset while dropping the old index")
+        return await real_delete(index=index, **kwargs)
+
+    monkeypatch.setattr(index.client.indices, "delete", refuse_old)
+    report = await jobs.reindex(pool, index, batch_size=50)
+    monkeypatch.undo()
+    try:
+        assert await index.alias_indexes() == [report["index"]]
+        assert await _exists(report["index"]), "the live index was deleted"
+        assert report["replaced"] == before and report["left_behind"] == before
+        reply = await client.SearchProducts(pb.SearchProductsRequest(category_path=world.root))
+        assert not reply.fallback and reply.total_hits > 0
+    finally:
+        await real_delete(index=",".join(before), ignore_unavailable=True)
+
+
+async def test_reindex_whose_swap_raises_after_taking_effect_keeps_the_new_index(
+    mesh, world, index_and_pool, monkeypatch
+):
+    """An alias update OpenSearch applied but whose answer was lost (a timeout) raises in the job;
+    the new index then holds the alias and must survive the job's clean-up."""
+    index, pool, _settings = index_and_pool
+    client = stub(mesh)
+    before = await index.alias_indexes()
+    real_update = index.client.indices.update_aliases
+
+    async def applied_then_lost(**kwargs):
+        await real_update(**kwargs)
+        raise TimeoutError("injected: the answer to update_aliases was lost")
+
+    monkeypatch.setattr(index.client.indices, "update_aliases", applied_then_lost)
+    with pytest.raises(TimeoutError):
+        await jobs.reindex(pool, index, batch_size=50)
+    monkeypatch.undo()
+    after = await index.alias_indexes()
+    try:
+        assert len(after) == 1 and after != before
+        assert await _exists(after[0]), "the index holding the alias was deleted"
+        reply = await client.SearchProducts(pb.SearchProductsRequest(category_path=world.root))
+        assert not reply.fallback and reply.total_hits > 0
+    finally:
+        await index.client.indices.delete(index=",".join(before), ignore_unavailable=True)
+
+
 def _doc(product_id: int, catalog_version: int, title: str) -> dict:
     return {"id": product_id, "title": title, "catalog_version": catalog_version, "inventory_version": 0}
 
