@@ -238,6 +238,11 @@ class CatalogService:
                 if exc.diag.constraint_name != SLUG_CONSTRAINT:
                     raise
                 if draft.slug:
+                    # a concurrent retry with this request id may hold the slug: the slug's unique
+                    # index can be checked before the request id's, so the insert that lost the
+                    # race meets its own earlier product as a slug conflict
+                    if rid is not None and await store.product_by_request(conn, rid) is not None:
+                        return None
                     raise SlugTaken(draft.slug) from exc
         raise SlugTaken(base)
 

@@ -163,6 +163,23 @@ async def test_create_with_a_request_id_is_applied_once(mesh, refs):
     assert {r.product.id for r in replies} == {again.product.id}
 
 
+async def test_concurrent_retries_with_an_explicit_slug_all_answer_the_one_product(mesh, refs):
+    """The retries race on the slug's unique index as much as on the request id's: the losers must
+    answer the winner's product, not ALREADY_EXISTS for their own slug."""
+    admin = admin_stub(mesh)
+    for _ in range(8):
+        slug = f"retry-slug-{secrets.token_hex(4)}"
+        product = new_product(refs, f"Retry Slug Lamp {secrets.token_hex(3)}")
+        product.slug = slug
+        request = pb.CreateProductRequest(product=product, request_id=str(uuid.uuid4()))
+        replies = await asyncio.gather(
+            *(admin.CreateProduct(request) for _ in range(6)), return_exceptions=True
+        )
+        errors = [r for r in replies if isinstance(r, BaseException)]
+        assert not errors, [(e.code(), e.details()) for e in errors if isinstance(e, grpc.aio.AioRpcError)]
+        assert len({r.product.id for r in replies}) == 1 and replies[0].product.slug == slug
+
+
 async def test_writes_are_admin_only(mesh, refs):
     user = stub(mesh, subject="u-1", roles=())
     error = await expect_error(
