@@ -3,7 +3,8 @@ Dive 4).
 
 Computation: active products in id order, 100 per batch; per batch one transaction replaces the
 stored lists and writes a `recommendations_updated` event to the outbox; after commit each list is
-cached in Valkey as `recs:also_bought:{id}` for 24 h.
+cached in Valkey as `recs:also_bought:{id}` for 24 h. A batch Valkey refused has its keys deleted at the
+end of the run, so readers fill from the new rows rather than keep the old list for a day.
 
 Retrieval: Valkey, then PostgreSQL; inactive and out-of-stock products are dropped; when nothing is
 left (no co-purchase data, or none of it sellable) the category's top sellers answer.
@@ -32,6 +33,7 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 20
 # more than MAX_LIMIT + 1, so products out of stock since the list was cached leave enough behind
 CATEGORY_CANDIDATES = 40
+DROP_CHUNK = 1000  # keys per DEL when a batch's lists could not be cached
 
 
 class Source(enum.Enum):
@@ -67,6 +69,7 @@ async def compute_all(
 ) -> dict[str, int]:
     """Recompute every active product's list; returns counters for the job report."""
     after, processed, with_recs, batches = 0, 0, 0, 0
+    uncached: list[int] = []  # products whose new list did not reach Valkey
     while True:
         async with connection(pool) as conn:
             ids = await recs_store.active_ids_after(conn, after, config.batch_size)
@@ -79,20 +82,46 @@ async def compute_all(
             changed = await recs_store.replace_recommendations(conn, ids, recs)
             # every finished batch is announced (the issue's contract), naming the lists that changed
             await events.recommendations_updated(conn, topic=topic, product_ids=changed)
-        await _cache_batch(kv, config, ids, recs)
+        if not await _cache_batch(kv, config, ids, recs):
+            uncached.extend(ids)
         after = ids[-1]
         processed += len(ids)
         with_recs += len(recs)
         batches += 1
         metrics.recommendations_computed_total.inc(len(ids))
         log_event(log, "recommendation_batch", processed=processed, batch=batches, changed=len(changed))
-    return {"products": processed, "with_recommendations": with_recs, "batches": batches}
+    stale = await _drop_cached(kv, config, uncached) if uncached else 0
+    return {
+        "products": processed,
+        "with_recommendations": with_recs,
+        "batches": batches,
+        "cache_stale": stale,
+    }
+
+
+async def _drop_cached(kv: GuardedValkey, config: RecsConfig, ids: list[int]) -> int:
+    """Delete the cached lists of products whose new list could not be cached, so readers fill from
+    the rows just committed instead of serving yesterday's list for the cache's 24 hours; returns how
+    many are still cached from before (logged: Valkey stayed out of reach)."""
+    stale = 0
+    for start in range(0, len(ids), DROP_CHUNK):
+        keys = [config.key(pid) for pid in ids[start : start + DROP_CHUNK]]
+        if await kv.run(lambda keys=keys: kv.client.delete(*keys)) is None:
+            stale += len(keys)
+    if stale:
+        log.error(
+            "recommendation lists still cached from before: Valkey out of reach",
+            extra={"event": "recommendation_cache_stale", "products": stale},
+        )
+    return stale
 
 
 async def _cache_batch(
     kv: GuardedValkey, config: RecsConfig, ids: list[int], recs: dict[int, list[recs_store.Recommendation]]
-) -> None:
-    async def write() -> None:
+) -> bool:
+    """Cache a batch's lists; False when Valkey did not take them."""
+
+    async def write() -> bool:
         pipe = kv.client.pipeline(transaction=False)
         for pid in ids:
             items = recs.get(pid)
@@ -102,8 +131,9 @@ async def _cache_batch(
             else:  # an empty list, not a delete: a reader's fill (SET NX) must not find the key free
                 pipe.setex(config.key(pid), config.cache_ttl_seconds, "[]")
         await pipe.execute()
+        return True
 
-    await kv.run(write)
+    return await kv.run(write) is True
 
 
 class AlsoBoughtService:

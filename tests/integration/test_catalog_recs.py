@@ -263,3 +263,46 @@ async def test_a_reader_filling_the_cache_never_overwrites_what_the_nightly_batc
         await client.delete(config.key(product_id))
         await client.aclose()
         await pool.close()
+
+
+async def test_a_batch_valkey_refused_does_not_keep_yesterdays_list_cached(mesh, shop):
+    """The new lists are committed but Valkey refused the batch's cache write: the old cached list
+    (24 h TTL) must not outlive the run, or readers get yesterday's answer for a day.
+    `shop`: the orders the recommendations come from."""
+    settings = load_settings(CatalogSettings, environ=mesh.env)
+    config = recs.RecsConfig(key_prefix=settings.cache_key_prefix, batch_size=5)
+    pool = await open_pool(mesh.database_url, schema="catalog", min_size=1, max_size=2)
+    client = valkey_asyncio.from_url(settings.valkey_url)
+    kv = GuardedValkey(client, timeout=2, breaker=CircuitBreaker("valkey-test-recs-refused"))
+    first_batch = catalog_sql(
+        mesh.database_url, "SELECT id FROM catalog.products WHERE is_active ORDER BY id LIMIT 5"
+    )
+    product_id = first_batch[0][0]
+    yesterdays = json.dumps([[987654321, 1.0]])
+    await client.setex(config.key(product_id), 86400, yesterdays)
+    real_pipeline = client.pipeline
+    refused = []
+
+    def pipeline_refusing_the_first_batch(*args, **kwargs):
+        if not refused:
+            refused.append(True)
+            raise valkey_asyncio.ConnectionError("injected: valkey went away for one batch")
+        return real_pipeline(*args, **kwargs)
+
+    client.pipeline = pipeline_refusing_the_first_batch
+    try:
+        report = await recs.compute_all(pool, kv, config=config, topic=settings.topic_catalog_events)
+        assert refused and report["batches"] > 1 and report["cache_stale"] == 0
+        cached = await client.get(config.key(product_id))
+        assert cached != yesterdays.encode(), "the old list is still cached"
+        service = recs.AlsoBoughtService(pool=pool, kv=kv, config=config, load_products=_no_products)
+        assert all(pid != 987654321 for pid, _ in (await service._candidates(product_id))[0])
+    finally:
+        client.pipeline = real_pipeline
+        await client.delete(config.key(product_id))
+        await client.aclose()
+        await pool.close()
+
+
+async def _no_products(ids):
+    return {}
