@@ -132,7 +132,9 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     async def CommitReservations(
         self, request: pb.CommitReservationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.CommitReservationsResponse:
-        reservations, already = await self._service.commit(request.order_id, list(request.reservation_ids))
+        reservations, already = await self._service.commit(
+            request.order_id, list(request.reservation_ids), dict(request.expected_units)
+        )
         return pb.CommitReservationsResponse(
             reservations=[reservation_pb(r) for r in reservations], already_committed=already
         )

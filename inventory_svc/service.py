@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -287,14 +287,22 @@ class InventoryService:
                 await self._emit_stock_event(conn, row["product_id"], Movement.RELEASE, row["warehouse_id"])
         return _reservation(updated)
 
-    async def commit(self, order_id: str, reservation_ids: Sequence[str]) -> tuple[list[Reservation], bool]:
+    async def commit(
+        self,
+        order_id: str,
+        reservation_ids: Sequence[str],
+        expected_units: Mapping[int, int] | None = None,
+    ) -> tuple[list[Reservation], bool]:
         """Reserved -> sold for an order. Idempotent by order id (a repeat returns the first result).
+        `expected_units` (product id -> units; None or empty: no check): the reservations must hold
+        exactly these units between them, or nothing is committed (RESERVATION_QUANTITY_MISMATCH).
 
-        One statement (inventory.commit_order_v2; its 0004 original documents the locking): claim
+        One statement (inventory.commit_order_v3; its 0004 original documents the locking): claim
         the order, lock and check the reservations, mark them committed, write ledger rows, lock the
         stock rows in key order and apply the sale, and write one stock event per product."""
         order_id = validate_order_id(order_id)
         ids = _parse_ids(reservation_ids)
+        expected = _parse_expected_units(expected_units)
         async with connection(self._pool) as conn:  # autocommit: the one statement is the transaction
             rows = await store.commit_order(
                 conn,
@@ -303,8 +311,19 @@ class InventoryService:
                 actor=_actor(),
                 topic=self._topic,
                 headers=context_headers(),
+                expected_units=expected,
             )
         outcome = rows[0]["outcome"] if rows else "already"
+        if outcome == "quantity_mismatch":
+            held: dict[int, int] = defaultdict(int)
+            for r in rows:
+                held[r["product_id"]] += r["quantity"]
+            raise FailedPrecondition(
+                f"the reservations hold {_units_text(held)} where {_units_text(expected or {})} was expected;"
+                " nothing was committed",
+                reason="RESERVATION_QUANTITY_MISMATCH",
+                metadata={"held_units": _units_text(held), "expected_units": _units_text(expected or {})},
+            )
         if outcome == "restocked":
             raise DomainError(f"order {order_id} was already restocked", reason="ORDER_RESTOCKED")
         if outcome == "not_found":
@@ -545,6 +564,26 @@ def _parse_ids(values: Sequence[str], field: str = "reservation_ids") -> list[uu
     if len(values) > 1000:
         raise InvalidArgument(field, "at most 1000 ids")
     return list(dict.fromkeys(parse_reservation_id(v, field) for v in values))
+
+
+def _parse_expected_units(values: Mapping[int, int] | None) -> dict[int, int] | None:
+    if not values:
+        return None
+    if len(values) > 1000:
+        raise InvalidArgument("expected_units", "at most 1000 products")
+    for product_id, units in values.items():
+        if product_id <= 0:
+            raise InvalidArgument("expected_units", f"product id {product_id} must be positive")
+        if units <= 0:
+            raise InvalidArgument(
+                "expected_units", f"units of product {product_id} must be greater than zero"
+            )
+    return dict(sorted(values.items()))
+
+
+def _units_text(units: Mapping[int, int]) -> str:
+    """'12:5,40:1': product id and units, by product id."""
+    return ",".join(f"{product_id}:{n}" for product_id, n in sorted(units.items()))
 
 
 def _require_all_found(ids: Sequence[uuid.UUID], rows: Sequence[dict[str, Any]]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -64,11 +64,23 @@ async def commit_order(
     actor: str,
     topic: str,
     headers: dict[str, str],
+    expected_units: Mapping[int, int] | None = None,
 ) -> list[Row]:
-    """The whole commit in one statement (inventory.commit_order_v2): rows with an `outcome` each."""
+    """The whole commit in one statement (inventory.commit_order_v3): rows with an `outcome` each.
+    `expected_units`: units per product the reservations must hold between them (None: no check)."""
+    products = list(expected_units) if expected_units is not None else None
+    units = list(expected_units.values()) if expected_units is not None else None
     cur = await conn.execute(
-        "SELECT * FROM commit_order_v2(%s, %s, %s, %s, %s)",
-        (order_id, "{" + ",".join(map(str, reservation_ids)) + "}", actor, topic, json.dumps(headers)),
+        "SELECT * FROM commit_order_v3(%s, %s, %s, %s, %s, %s::bigint[], %s::int[])",
+        (
+            order_id,
+            "{" + ",".join(map(str, reservation_ids)) + "}",
+            actor,
+            topic,
+            json.dumps(headers),
+            products,
+            units,
+        ),
         prepare=True,
     )
     return await cur.fetchall()

@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 import grpc
@@ -126,11 +126,16 @@ class InventoryClient:
             raise peer_error(exc, "inventory") from exc
         return _held(response.reservation)
 
-    async def commit(self, order_id: uuid.UUID, reservation_ids: Sequence[uuid.UUID]) -> None:
-        """All or nothing; an error (RESERVATION_EXPIRED, ORDER_RESTOCKED...) when not committed.
+    async def commit(
+        self, order_id: uuid.UUID, reservation_ids: Sequence[uuid.UUID], expected_units: Mapping[int, int]
+    ) -> None:
+        """All or nothing; an error (RESERVATION_EXPIRED, RESERVATION_QUANTITY_MISMATCH when they do
+        not hold exactly `expected_units` per product, ORDER_RESTOCKED...) when not committed.
         The reservations in the answer are not converted: no caller needs them."""
         request = inventory_pb2.CommitReservationsRequest(
-            order_id=str(order_id), reservation_ids=[str(r) for r in reservation_ids]
+            order_id=str(order_id),
+            reservation_ids=[str(r) for r in reservation_ids],
+            expected_units=expected_units,
         )
         try:
             await self._stub.CommitReservations(request)

@@ -53,6 +53,8 @@ from order_svc.peers import Held, InventoryClient
 log = logging.getLogger("order_svc.saga")
 
 _STOCK_SHORT_REASONS = {"INSUFFICIENT_STOCK", "PRODUCT_NOT_FOUND"}
+# a commit refused for these committed nothing: extend the reservations to learn what they hold now
+_RECOUNT_REASONS = {"RESERVATION_EXPIRED", "RESERVATION_QUANTITY_MISMATCH"}
 
 
 class Superseded(Exception):
@@ -227,14 +229,18 @@ class OrderSaga:
         does it (all or nothing; idempotent by order id, so it also answers a repeat). The extend
         first is needed only to learn which reservations lapsed."""
         rows = reservations if reservations is not None else await self._reservations(order.id)
+        expected = _units_of(order)
         if _covers(order, rows):
+            # inventory checks the units too: the quantities recorded here can be behind inventory's
+            # (a partial release it applied whose answer was lost), and selling by id alone then
+            # sold fewer units than the order charges for
             try:
-                await self._inventory.commit(order.id, [r["reservation_id"] for r in rows])
+                await self._inventory.commit(order.id, [r["reservation_id"] for r in rows], expected)
                 return None
             except DomainError as error:
                 if error.reason == "ORDER_RESTOCKED":
                     raise Restocked() from error
-                if error.reason != "RESERVATION_EXPIRED":
+                if error.reason not in _RECOUNT_REASONS:
                     raise
         for attempt in range(3):
             rows = await self._reservations(order.id)
@@ -278,14 +284,17 @@ class OrderSaga:
                 detail = "; ".join(message for _, message in short)
                 return OrderOutOfStock(order.id, [pid for pid, _ in short], detail)
             try:
-                await self._inventory.commit(order.id, [h.id for h in live + new])
+                await self._inventory.commit(order.id, [h.id for h in live + new], expected)
                 return None
             except DomainError as error:
                 if error.reason == "ORDER_RESTOCKED":
                     raise Restocked() from error
-                if error.reason != "RESERVATION_EXPIRED":
+                if error.reason not in _RECOUNT_REASONS:
                     raise
-                log.info("reservation lapsed during commit; holding again", extra={"order_id": str(order.id)})
+                log.info(
+                    "reservations changed during commit; holding again",
+                    extra={"order_id": str(order.id), "reason": error.reason},
+                )
         raise Aborted(
             "stock kept lapsing while committing; retry", reason="ABORTED", metadata={"order_id": order.id}
         )
@@ -530,12 +539,20 @@ class OrderSaga:
             return await store.reservations_of(conn, order_id)
 
 
+def _units_of(order: Order) -> dict[int, int]:
+    """The order's units per product."""
+    units: dict[int, int] = defaultdict(int)
+    for line in order.lines:
+        units[line.product_id] += line.quantity
+    return dict(units)
+
+
 def _covers(order: Order, reservations: list[dict]) -> bool:
-    """The reservations hold exactly the order's units, line by line."""
+    """The reservations, as recorded here, hold exactly the order's units, line by line."""
     held: dict[int, int] = defaultdict(int)
     for r in reservations:
         held[r["product_id"]] += r["quantity"]
-    return bool(reservations) and held == {line.product_id: line.quantity for line in order.lines}
+    return bool(reservations) and held == _units_of(order)
 
 
 def _with_lines(order: Order, source: Order) -> Order:

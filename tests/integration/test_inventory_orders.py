@@ -1,4 +1,4 @@
-"""Inventory's stored functions (commit_order_v2, restock_order, extend_reservations_v2, reserve_batch's
+"""Inventory's stored functions (commit_order_v3, restock_order, extend_reservations_v2, reserve_batch's
 event) against real PostgreSQL over real gRPC: outcomes, refusals that change nothing, a restock
 racing a commit, and the protobuf events the functions write."""
 
@@ -170,6 +170,49 @@ async def test_a_refused_commit_changes_nothing_and_the_order_can_commit_later(i
     assert broken(invariant_violations(inventory.database_url, [product])) == []
 
 
+async def test_a_commit_whose_reservations_hold_other_units_than_expected_commits_nothing(inventory):
+    """The caller's record of a reservation can be behind inventory's (a partial release whose answer
+    was lost): a commit told the units it must sell refuses to sell fewer or more, and changes nothing."""
+    admin, svc = admin_stub(inventory), service_stub(inventory)
+    first, second = new_product_id(), new_product_id()
+    await stock_product(admin, first, {1: 10})
+    await stock_product(admin, second, {1: 10})
+    held = await _reserve(svc, first, 5) + await _reserve(svc, second, 1)
+    await svc.ReleaseReservation(pb.ReleaseReservationRequest(reservation_id=held[0].id, quantity=3))
+    order_id = f"order-{first}"
+    ids = [r.id for r in held]
+    for expected in ({first: 5, second: 1}, {first: 2}, {first: 2, second: 1, new_product_id(): 1}):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await svc.CommitReservations(
+                pb.CommitReservationsRequest(order_id=order_id, reservation_ids=ids, expected_units=expected)
+            )
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION, caught.value.details()
+        assert reason_of(caught.value) == "RESERVATION_QUANTITY_MISMATCH", caught.value.details()
+        assert f"{first}:2" in caught.value.details()
+        assert _order_record(inventory.database_url, order_id) is None
+    for product, reserved in ((first, 2), (second, 1)):
+        stock = (await svc.GetStock(pb.GetStockRequest(product_id=product))).stock
+        assert (stock.quantity, stock.reserved) == (10, reserved)
+
+    for bad in ({first: 0}, {-first: 2}):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await svc.CommitReservations(
+                pb.CommitReservationsRequest(order_id=order_id, reservation_ids=ids, expected_units=bad)
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "expected_units" in caught.value.details()
+
+    reply = await svc.CommitReservations(
+        pb.CommitReservationsRequest(
+            order_id=order_id, reservation_ids=ids, expected_units={first: 2, second: 1}
+        )
+    )
+    assert not reply.already_committed and sum(r.quantity for r in reply.reservations) == 3
+    stock = (await svc.GetStock(pb.GetStockRequest(product_id=first))).stock
+    assert (stock.quantity, stock.reserved) == (8, 0)
+    assert broken(invariant_violations(inventory.database_url, [first, second])) == []
+
+
 async def test_a_repeated_commit_naming_other_reservations_is_refused_not_answered_as_done(inventory):
     """The repeat of a commit answered "already committed" whatever ids it named: a caller that sent
     another reservation believed its units sold while they stayed reserved."""
@@ -205,7 +248,7 @@ async def test_a_restock_racing_a_commit_restocks_what_the_commit_sold(inventory
     order_id = f"order-{product}"
     async with await psycopg.AsyncConnection.connect(inventory.database_url) as commit_tx:
         await commit_tx.execute(
-            "SELECT * FROM inventory.commit_order_v2(%s, %s, 'test', 'unused-topic', '{}')",
+            "SELECT * FROM inventory.commit_order_v3(%s, %s, 'test', 'unused-topic', '{}', NULL, NULL)",
             (order_id, [uuid.UUID(r.id) for r in held]),
         )
         restock = asyncio.ensure_future(

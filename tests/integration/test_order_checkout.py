@@ -222,6 +222,37 @@ async def test_lines_past_their_expiry_but_not_yet_swept_are_held_again_from_the
     assert (expired, committed) == (1, 1)
 
 
+async def test_a_partial_release_the_cart_did_not_record_is_held_again_not_sold_short(mesh):
+    """Lowering a line releases units in inventory first; when that answer is lost (the cart's
+    transaction rolls back), the cart still records the reservation's old quantity. The checkout
+    sold the reservation by id: 2 units left stock for an order of 5, and 3 stayed for sale."""
+    await start_order_mesh(mesh)
+    user = user_id()
+    product = await new_product(mesh, stock=10)
+    await add(mesh, user, product, 5)
+    [(reservation_id, recorded)] = sql(
+        mesh.database_url,
+        "SELECT reservation_id::text, quantity FROM orders.cart_reservations WHERE user_id = %s",
+        user,
+    )
+    assert recorded == 5
+    await inventory(mesh).ReleaseReservation(
+        inventory_pb2.ReleaseReservationRequest(reservation_id=reservation_id, quantity=3)
+    )
+
+    order = await checkout(mesh, user, new_key())
+
+    assert order.status == PAID and [line.quantity for line in order.lines] == [5]
+    stock = await stock_of(mesh, product)
+    assert (stock.quantity, stock.reserved, stock.available) == (5, 0, 5)
+    [(sold,)] = sql(
+        mesh.database_url,
+        "SELECT sum(quantity) FROM inventory.reservations WHERE order_id = %s AND status = 'committed'",
+        order.id,
+    )
+    assert sold == 5
+
+
 async def test_the_final_move_records_committed_stock_and_the_payment_attempt(mesh):
     """No write of its own before the provider call: checkout_complete records both, in the
     statement that moves the order to PAID (so they carry its updated_at)."""

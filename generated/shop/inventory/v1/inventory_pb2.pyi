@@ -192,12 +192,21 @@ class ReleaseReservationResponse(_message.Message):
     def __init__(self, reservation: _Optional[_Union[Reservation, _Mapping]] = ...) -> None: ...
 
 class CommitReservationsRequest(_message.Message):
-    __slots__ = ("order_id", "reservation_ids")
+    __slots__ = ("order_id", "reservation_ids", "expected_units")
+    class ExpectedUnitsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: int
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[int] = ...) -> None: ...
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     RESERVATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_UNITS_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     reservation_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, order_id: _Optional[str] = ..., reservation_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    expected_units: _containers.ScalarMap[int, int]
+    def __init__(self, order_id: _Optional[str] = ..., reservation_ids: _Optional[_Iterable[str]] = ..., expected_units: _Optional[_Mapping[int, int]] = ...) -> None: ...
 
 class CommitReservationsResponse(_message.Message):
     __slots__ = ("reservations", "already_committed")

@@ -178,7 +178,8 @@ class InventoryServiceServicer:
         """Internal (checkout): turns active reservations into sold stock for an order
         (quantity -= n, reserved -= n), all in one transaction. Idempotent by order_id: a second call
         for the same order changes nothing and returns the first result with already_committed=true.
-        Any reservation not active -> FAILED_PRECONDITION / RESERVATION_EXPIRED, nothing committed.
+        Any reservation not active -> FAILED_PRECONDITION / RESERVATION_EXPIRED, nothing committed;
+        units other than expected_units -> FAILED_PRECONDITION / RESERVATION_QUANTITY_MISMATCH.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
